@@ -1,0 +1,1 @@
+"""Alembic migrations: one environment, a PostgreSQL schema per service."""

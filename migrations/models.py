@@ -1,0 +1,14 @@
+"""Every service's metadata, in one place for Alembic and the schema test."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from orchestrator.tables import metadata as sagas
+from services.inventory.tables import metadata as inventory
+from services.notification.tables import metadata as notification
+from services.orders.tables import metadata as orders
+from services.payment.tables import metadata as payment
+
+ALL_METADATA: tuple[MetaData, ...] = (orders, sagas, inventory, payment, notification)
+SCHEMAS: tuple[str, ...] = tuple(m.schema for m in ALL_METADATA if m.schema)

@@ -1,0 +1,8 @@
+"""The saga definitions sagaway runs."""
+
+from orchestrator.definitions.order_fulfillment import ORDER_FULFILLMENT
+from orchestrator.dsl import SagaDefinition
+
+DEFINITIONS: dict[str, SagaDefinition] = {ORDER_FULFILLMENT.name: ORDER_FULFILLMENT}
+
+__all__ = ["DEFINITIONS", "ORDER_FULFILLMENT"]

@@ -1,0 +1,329 @@
+"""The saga engine: applies events to sagas inside a transaction the caller owns.
+
+It loads a saga under a row lock, lets the pure state machine decide, runs local
+actions, writes commands to the orchestrator's outbox and the history, and saves the
+new state. It never commits: the caller (the reply consumer, the sweeper, an HTTP
+handler) owns the transaction, so the state change and its commands commit together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator.dsl import Local, RetryPolicy, SagaDefinition
+from orchestrator.protocol import ReplyBody
+from orchestrator.repository import HistoryEntry, SagaRecord, SagaRepository
+from orchestrator.state import Outcome, SagaState
+from orchestrator.state_machine import (
+    AbortRequested,
+    Event,
+    LocalCompleted,
+    ReplyReceived,
+    RetryRequested,
+    RunLocal,
+    SagaMachine,
+    SendCommand,
+    Transition,
+    WokeUp,
+)
+from outbox.consumer import Unprocessable
+from outbox.envelope import Envelope, OutgoingMessage
+from outbox.writer import OutboxWriter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SagaContext:
+    """What a local action or a payload builder may read of a saga."""
+
+    saga_id: uuid.UUID
+    saga_type: str
+    correlation_id: uuid.UUID
+    data: Mapping[str, Any]
+    rejection_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalResult:
+    """The result of a local action."""
+
+    outcome: Outcome
+    reason: str | None = None
+
+
+LocalHandler = Callable[[AsyncSession, SagaContext], Awaitable[LocalResult]]
+Clock = Callable[[], datetime]
+
+
+class SagaNotFound(Exception):
+    """No saga has that id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where commands go: ``exchange`` with the participant's name as routing key."""
+
+    commands_exchange: str
+
+
+class SagaEngine:
+    """Applies events to sagas of the registered definitions."""
+
+    def __init__(
+        self,
+        *,
+        definitions: Mapping[str, SagaDefinition],
+        defaults: RetryPolicy,
+        local_handlers: Mapping[str, LocalHandler],
+        outbox: OutboxWriter,
+        routing: Routing,
+        repository: SagaRepository | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._machines = {name: SagaMachine(d, defaults) for name, d in definitions.items()}
+        self._locals = dict(local_handlers)
+        missing = {
+            a.handler
+            for d in definitions.values()
+            for a in _locals_of(d)
+            if a.handler not in self._locals
+        }
+        if missing:
+            raise ValueError(f"no local handler registered for {sorted(missing)}")
+        self._outbox = outbox
+        self._routing = routing
+        self._repo = repository or SagaRepository()
+        self._clock = clock
+
+    @property
+    def repository(self) -> SagaRepository:
+        """The saga repository the engine writes through."""
+        return self._repo
+
+    def machine(self, saga_type: str) -> SagaMachine:
+        """The state machine of a saga type."""
+        return self._machines[saga_type]
+
+    async def start(
+        self,
+        session: AsyncSession,
+        *,
+        saga_type: str,
+        saga_id: uuid.UUID,
+        correlation_id: uuid.UUID,
+        data: dict[str, Any],
+        order_id: uuid.UUID | None = None,
+    ) -> SagaState:
+        """Create a saga and write its first command, in the caller's transaction."""
+        now = self._clock()
+        transition = self._machines[saga_type].start(now=now, next_message_id=uuid.uuid4())
+        record = SagaRecord(
+            id=saga_id,
+            saga_type=saga_type,
+            order_id=order_id,
+            correlation_id=correlation_id,
+            data=data,
+            state=transition.state,
+            version=0,
+            created_at=now,
+            updated_at=now,
+        )
+        # Local actions may touch other tables of the caller's transaction, but the saga
+        # row must exist first for the history's foreign key.
+        await self._repo.add(
+            session,
+            saga_id=saga_id,
+            saga_type=saga_type,
+            order_id=order_id,
+            correlation_id=correlation_id,
+            data=data,
+            state=transition.state,
+            now=now,
+        )
+        return await self._drive(session, record, transition, now)
+
+    async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Apply a participant's reply (called by the reply consumer)."""
+        try:
+            body = ReplyBody.model_validate(envelope.payload)
+        except ValidationError as exc:
+            raise Unprocessable(f"reply payload is not a reply: {exc.error_count()} errors") from exc
+        record = await self._repo.get(session, envelope.saga_id, for_update=True)
+        if record is None:
+            # Never create a saga from a reply: it is logged and dropped.
+            log.warning("reply for unknown saga dropped")
+            return
+        now = self._clock()
+        event = ReplyReceived(
+            now=now,
+            next_message_id=uuid.uuid4(),
+            causation_id=envelope.causation_id,
+            outcome=body.outcome,
+            reason=body.reason,
+        )
+        received = HistoryEntry(
+            kind="reply_received",
+            detail=f"{envelope.message_type} ({body.outcome.value}"
+            + (f": {body.reason})" if body.reason else ")"),
+            step=record.state.current_step,
+            message_id=envelope.message_id,
+        )
+        transition = self._machines[record.saga_type].apply(record.state, event)
+        if transition.ignored:
+            log.info("stale reply ignored", reply_to=str(envelope.causation_id))
+            stale = HistoryEntry(
+                kind="stale_reply",
+                detail=f"{envelope.message_type} ignored: not for the attempt in flight",
+                message_id=envelope.message_id,
+            )
+            await self._repo.record(session, record.id, [stale], now)
+            return
+        await self._repo.record(session, record.id, [received], now)
+        await self._drive(session, record, transition, now)
+
+    async def wake(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
+        """Handle an expired deadline or finished backoff of a saga claimed by the sweeper."""
+        record = await self._repo.get(session, saga_id, for_update=True)
+        if record is None:
+            return
+        now = self._clock()
+        transition = self._machines[record.saga_type].apply(
+            record.state, WokeUp(now=now, next_message_id=uuid.uuid4())
+        )
+        if not transition.ignored:
+            await self._drive(session, record, transition, now)
+
+    async def retry(self, session: AsyncSession, saga_id: uuid.UUID, *, actor: str) -> SagaState:
+        """Resume a FAILED saga; raises InvalidRequest when it is not FAILED."""
+        return await self._operator(session, saga_id, RetryRequested, "admin_retry", actor)
+
+    async def abort(self, session: AsyncSession, saga_id: uuid.UUID, *, actor: str) -> SagaState:
+        """Compensate a FAILED saga now; raises InvalidRequest past the pivot."""
+        return await self._operator(session, saga_id, AbortRequested, "admin_abort", actor)
+
+    async def _operator(
+        self,
+        session: AsyncSession,
+        saga_id: uuid.UUID,
+        event_type: type[RetryRequested] | type[AbortRequested],
+        kind: str,
+        actor: str,
+    ) -> SagaState:
+        record = await self._repo.get(session, saga_id, for_update=True)
+        if record is None:
+            raise SagaNotFound(str(saga_id))
+        now = self._clock()
+        event: Event = event_type(now=now, next_message_id=uuid.uuid4())
+        transition = self._machines[record.saga_type].apply(record.state, event)
+        await self._repo.record(
+            session, record.id, [HistoryEntry(kind=kind, detail=f"requested by {actor}")], now
+        )
+        return await self._drive(session, record, transition, now)
+
+    async def _drive(
+        self,
+        session: AsyncSession,
+        record: SagaRecord,
+        transition: Transition,
+        now: datetime,
+    ) -> SagaState:
+        """Carry out a transition's effects, then save the final state."""
+        machine = self._machines[record.saga_type]
+        history: list[HistoryEntry] = []
+        messages: list[OutgoingMessage] = []
+        while True:
+            history.extend(
+                HistoryEntry(kind="transition", detail=n, step=transition.state.current_step)
+                for n in transition.notes
+            )
+            local: RunLocal | None = None
+            for effect in transition.effects:
+                if isinstance(effect, SendCommand):
+                    messages.append(self._command(record, transition.state, effect))
+                    history.append(
+                        HistoryEntry(
+                            kind="command_sent",
+                            detail=f"{effect.action.command} to {effect.action.participant}"
+                            f" ({effect.purpose}, attempt {effect.attempt})",
+                            step=effect.step,
+                            message_id=effect.message_id,
+                        )
+                    )
+                else:
+                    local = effect
+            if local is None:
+                break
+            result = await self._locals[local.local.handler](
+                session, self._context(record, transition.state)
+            )
+            history.append(
+                HistoryEntry(
+                    kind="local_action",
+                    detail=f"{local.local.handler} ({result.outcome.value}"
+                    + (f": {result.reason})" if result.reason else ")"),
+                    step=local.step,
+                )
+            )
+            transition = machine.apply(
+                transition.state,
+                LocalCompleted(
+                    now=now,
+                    next_message_id=uuid.uuid4(),
+                    outcome=result.outcome,
+                    reason=result.reason,
+                ),
+            )
+        state = transition.state
+        await self._outbox.add(session, *messages)
+        await self._repo.save(session, record, state, now)
+        await self._repo.record(session, record.id, history, now)
+        log.info(
+            "saga advanced",
+            saga_status=state.status.value,
+            step=state.current_step,
+            commands=[m.envelope.message_type for m in messages],
+        )
+        return state
+
+    def _command(self, record: SagaRecord, state: SagaState, effect: SendCommand) -> OutgoingMessage:
+        payload = effect.action.payload(self._context(record, state).data)
+        envelope = Envelope(
+            message_id=effect.message_id,
+            message_type=effect.action.command,
+            saga_id=record.id,
+            correlation_id=record.correlation_id,
+            causation_id=None,
+            payload=payload,
+        )
+        return OutgoingMessage(
+            envelope=envelope,
+            exchange=self._routing.commands_exchange,
+            routing_key=effect.action.participant,
+        )
+
+    @staticmethod
+    def _context(record: SagaRecord, state: SagaState) -> SagaContext:
+        data = {**record.data, "saga_id": str(record.id), "rejection_reason": state.rejection_reason}
+        return SagaContext(
+            saga_id=record.id,
+            saga_type=record.saga_type,
+            correlation_id=record.correlation_id,
+            data=data,
+            rejection_reason=state.rejection_reason,
+        )
+
+
+def _locals_of(definition: SagaDefinition) -> list[Local]:
+    actions: list[Any] = [s.action for s in definition.steps]
+    actions += [s.compensation for s in definition.steps if s.compensation is not None]
+    actions += list(definition.on_compensated)
+    return [a for a in actions if isinstance(a, Local)]

@@ -1,0 +1,209 @@
+"""Saga persistence: the only code that reads or writes the ``sagas`` schema."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator.state import Phase, SagaState, SagaStatus, StepState, StepStatus
+from orchestrator.tables import saga_events, sagas
+
+
+@dataclass(frozen=True, slots=True)
+class SagaRecord:
+    """A saga row: identity, business data and state."""
+
+    id: uuid.UUID
+    saga_type: str
+    order_id: uuid.UUID | None
+    correlation_id: uuid.UUID
+    data: dict[str, Any]
+    state: SagaState
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of a saga's history."""
+
+    kind: str
+    detail: str
+    step: str | None = None
+    message_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """A stored history line."""
+
+    at: datetime
+    kind: str
+    step: str | None
+    message_id: uuid.UUID | None
+    detail: str
+
+
+class SagaRepository:
+    """Loads and saves sagas within the caller's session."""
+
+    async def add(
+        self,
+        session: AsyncSession,
+        *,
+        saga_id: uuid.UUID,
+        saga_type: str,
+        order_id: uuid.UUID | None,
+        correlation_id: uuid.UUID,
+        data: dict[str, Any],
+        state: SagaState,
+        now: datetime,
+    ) -> None:
+        """Insert a new saga."""
+        await session.execute(
+            insert(sagas).values(
+                id=saga_id,
+                saga_type=saga_type,
+                order_id=order_id,
+                correlation_id=correlation_id,
+                data=data,
+                created_at=now,
+                updated_at=now,
+                **_state_columns(state),
+            )
+        )
+
+    async def get(
+        self, session: AsyncSession, saga_id: uuid.UUID, *, for_update: bool = False
+    ) -> SagaRecord | None:
+        """The saga, optionally locked until the transaction ends."""
+        query = select(sagas).where(sagas.c.id == saga_id)
+        if for_update:
+            # A row lock, not a version check: replies for one saga are rare and short,
+            # and a lock lets a competing orchestrator wait instead of failing and
+            # burning a redelivery.
+            query = query.with_for_update()
+        row = (await session.execute(query)).first()
+        return _record(row) if row is not None else None
+
+    async def save(self, session: AsyncSession, record: SagaRecord, state: SagaState, now: datetime) -> None:
+        """Write the new state of a saga loaded ``for_update``."""
+        await session.execute(
+            update(sagas)
+            .where(sagas.c.id == record.id)
+            .values(version=sagas.c.version + 1, updated_at=now, **_state_columns(state))
+        )
+
+    async def record(
+        self, session: AsyncSession, saga_id: uuid.UUID, entries: Sequence[HistoryEntry], now: datetime
+    ) -> None:
+        """Append lines to the saga's history."""
+        if not entries:
+            return
+        await session.execute(
+            insert(saga_events),
+            [
+                {
+                    "saga_id": saga_id,
+                    "at": now,
+                    "kind": e.kind,
+                    "step": e.step,
+                    "message_id": e.message_id,
+                    "detail": e.detail[:2000],
+                }
+                for e in entries
+            ],
+        )
+
+    async def history(self, session: AsyncSession, saga_id: uuid.UUID) -> list[HistoryRow]:
+        """The saga's history, oldest first."""
+        rows = await session.execute(
+            select(saga_events).where(saga_events.c.saga_id == saga_id).order_by(saga_events.c.id)
+        )
+        return [HistoryRow(r.at, r.kind, r.step, r.message_id, r.detail) for r in rows]
+
+    async def claim_due(self, session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
+        """Lock up to ``limit`` sagas whose wake-up time has passed.
+
+        ``SKIP LOCKED`` lets several orchestrators sweep at once without waiting for or
+        double-handling each other's sagas.
+        """
+        rows = await session.execute(
+            select(sagas.c.id)
+            .where(sagas.c.wake_at.is_not(None), sagas.c.wake_at <= now)
+            .order_by(sagas.c.wake_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [r.id for r in rows]
+
+
+def _state_columns(state: SagaState) -> dict[str, Any]:
+    return {
+        "status": state.status.value,
+        "phase": state.phase.value,
+        "cursor": state.cursor,
+        "attempt": state.attempt,
+        "pending_message_id": state.pending,
+        "wake_at": state.wake_at,
+        "failure_reason": state.failure_reason,
+        "rejection_reason": state.rejection_reason,
+        "steps": [_step_to_json(s) for s in state.steps],
+    }
+
+
+def _step_to_json(step: StepState) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "status": step.status.value,
+        "attempts": step.attempts,
+        "compensation_attempts": step.compensation_attempts,
+        "started_at": step.started_at.isoformat() if step.started_at else None,
+        "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+        "error": step.error,
+    }
+
+
+def _step_from_json(raw: dict[str, Any]) -> StepState:
+    return StepState(
+        name=raw["name"],
+        status=StepStatus(raw["status"]),
+        attempts=raw["attempts"],
+        compensation_attempts=raw.get("compensation_attempts", 0),
+        started_at=datetime.fromisoformat(raw["started_at"]) if raw["started_at"] else None,
+        finished_at=datetime.fromisoformat(raw["finished_at"]) if raw["finished_at"] else None,
+        error=raw["error"],
+    )
+
+
+def _record(row: Row[Any]) -> SagaRecord:
+    state = SagaState(
+        status=SagaStatus(row.status),
+        phase=Phase(row.phase),
+        cursor=row.cursor,
+        steps=tuple(_step_from_json(s) for s in row.steps),
+        attempt=row.attempt,
+        pending=row.pending_message_id,
+        wake_at=row.wake_at,
+        failure_reason=row.failure_reason,
+        rejection_reason=row.rejection_reason,
+    )
+    return SagaRecord(
+        id=row.id,
+        saga_type=row.saga_type,
+        order_id=row.order_id,
+        correlation_id=row.correlation_id,
+        data=row.data,
+        state=state,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

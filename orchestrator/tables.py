@@ -1,0 +1,69 @@
+"""The orchestrator's schema ``sagas``: saga state, history, outbox and inbox."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from outbox.tables import inbox_table, outbox_table
+
+metadata = MetaData(schema="sagas")
+
+sagas = Table(
+    "sagas",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("saga_type", String(64), nullable=False),
+    # One saga per order, enforced by the database rather than by hope.
+    Column("order_id", Uuid, unique=True),
+    Column("correlation_id", Uuid, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("cursor", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("pending_message_id", Uuid),
+    Column("wake_at", DateTime(timezone=True)),
+    Column("failure_reason", Text),
+    Column("rejection_reason", Text),
+    Column("steps", JSONB, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Only sagas waiting for a deadline or a backoff have wake_at set, so the sweeper's
+    # query reads a small index however many finished sagas there are.
+    Index("ix_sagas_wake_at", "wake_at", postgresql_where=text("wake_at IS NOT NULL")),
+    Index("ix_sagas_status_created", "status", "created_at", "id"),
+    Index("ix_sagas_created", "created_at", "id"),
+)
+
+saga_events = Table(
+    "saga_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("saga_id", Uuid, ForeignKey("sagas.sagas.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("kind", String(32), nullable=False),
+    Column("step", String(64)),
+    Column("message_id", Uuid),
+    Column("detail", Text, nullable=False),
+    Index("ix_saga_events_saga", "saga_id", "id"),
+)
+
+outbox = outbox_table(metadata)
+inbox = inbox_table(metadata)

@@ -1,0 +1,13 @@
+"""Reusable transactional outbox and inbox on PostgreSQL and RabbitMQ.
+
+Imports nothing from ``orchestrator`` or ``services``: any service can own an outbox
+(its rows written in the caller's transaction) and an inbox (the messages it already
+processed), and the relay moves outbox rows to the broker.
+"""
+
+from outbox.envelope import Envelope, OutgoingMessage
+from outbox.inbox import Inbox
+from outbox.tables import inbox_table, outbox_table
+from outbox.writer import OutboxWriter
+
+__all__ = ["Envelope", "Inbox", "OutboxWriter", "OutgoingMessage", "inbox_table", "outbox_table"]

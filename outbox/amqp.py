@@ -1,0 +1,79 @@
+"""RabbitMQ connection and topology: durable exchanges, quorum queues, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from outbox.errors import BrokerUnavailable
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueSpec:
+    """A durable queue bound to one exchange by some routing keys."""
+
+    name: str
+    exchange: str
+    routing_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Topology:
+    """Everything a sagaway installation declares on the broker.
+
+    Every component declares the whole topology when it starts, so the relay never
+    publishes to a queue that does not exist yet (a message for a participant whose
+    worker is down waits in its queue instead of being returned).
+    """
+
+    exchanges: tuple[str, ...]
+    queues: tuple[QueueSpec, ...]
+    dead_letter_exchange: str
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    delivery_limit: int = 5
+    extra_queue_arguments: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def dead_letter_queue(queue: str) -> str:
+        """Name of the queue holding what ``queue`` dead-lettered."""
+        return f"{queue}.dead"
+
+
+async def connect(url: str, *, name: str) -> AbstractRobustConnection:
+    """Open a connection that reconnects by itself after a broker restart."""
+    try:
+        return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        raise BrokerUnavailable(f"cannot connect to RabbitMQ: {type(exc).__name__}") from exc
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> None:
+    """Declare every exchange and queue (idempotent, safe from many processes)."""
+    dlx = await channel.declare_exchange(
+        topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    for name in topology.exchanges:
+        await channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT, durable=True)
+    for spec in topology.queues:
+        arguments: dict[str, Any] = {
+            "x-queue-type": topology.queue_type,
+            "x-dead-letter-exchange": topology.dead_letter_exchange,
+            "x-dead-letter-routing-key": spec.name,
+            **topology.extra_queue_arguments,
+        }
+        if topology.queue_type == "quorum":
+            # The broker counts deliveries and dead-letters a message that keeps
+            # failing, so a poison message can never loop forever.
+            arguments["x-delivery-limit"] = topology.delivery_limit
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=arguments)
+        for key in spec.routing_keys:
+            await queue.bind(spec.exchange, routing_key=key)
+        dead = await channel.declare_queue(
+            topology.dead_letter_queue(spec.name),
+            durable=True,
+            arguments={"x-queue-type": topology.queue_type},
+        )
+        await dead.bind(dlx, routing_key=spec.name)

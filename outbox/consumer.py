@@ -1,0 +1,119 @@
+"""Consume → inbox → handler → commit → ack: the loop every message consumer shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from outbox.envelope import Envelope
+from outbox.inbox import Inbox
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+"""Applies one message inside the given transaction. It must not commit."""
+
+
+class Consumer:
+    """Runs one handler over one queue, exactly once per ``message_id`` in effect.
+
+    The inbox record, the handler's effect and any outbox rows it writes commit in one
+    transaction; the message is acknowledged only after that commit. A crash before the
+    commit redelivers the message; a crash after it redelivers a message the inbox
+    already holds, which is acknowledged and dropped.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue: str,
+        inbox: Inbox,
+        handler: Handler,
+        sessions: async_sessionmaker[AsyncSession],
+        prefetch: int,
+    ) -> None:
+        self._queue = queue
+        self._inbox = inbox
+        self._handler = handler
+        self._sessions = sessions
+        self._prefetch = prefetch
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def run(self, channel: AbstractChannel, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then let in-flight messages finish."""
+        await channel.set_qos(prefetch_count=self._prefetch)
+        queue = await channel.get_queue(self._queue, ensure=True)
+        tag = await queue.consume(self._on_message)
+        log.info("consuming", queue=self._queue, consumer=self._inbox.consumer)
+        await stop.wait()
+        # Stop new deliveries first; what is already in hand is finished (or, if it
+        # cannot be, left unacknowledged for redelivery), never half-applied.
+        await queue.cancel(tag)
+        if self._in_flight:
+            log.info("finishing in-flight messages", count=len(self._in_flight))
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        log.info("consumer stopped", queue=self._queue)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)  # type: ignore[arg-type]
+        try:
+            await self.process(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)  # type: ignore[arg-type]
+
+    async def process(self, message: AbstractIncomingMessage) -> None:
+        """Handle one delivery end to end (public so tests can drive it directly)."""
+        with structlog.contextvars.bound_contextvars(
+            message_id=message.message_id, message_type=message.type, queue=self._queue
+        ):
+            try:
+                envelope = Envelope.from_bytes(message.body)
+            except ValidationError as exc:
+                # Redelivering cannot fix a body we cannot parse: dead-letter it now.
+                log.error("unparseable message dead-lettered", errors=exc.error_count())
+                await message.reject(requeue=False)
+                return
+            with structlog.contextvars.bound_contextvars(
+                message_id=str(envelope.message_id),
+                message_type=envelope.message_type,
+                saga_id=str(envelope.saga_id),
+                correlation_id=str(envelope.correlation_id),
+            ):
+                await self._apply(message, envelope)
+
+    async def _apply(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+        try:
+            async with self._sessions() as session, session.begin():
+                fresh = await self._inbox.record(session, envelope)
+                if fresh:
+                    await self._handler(session, envelope)
+        except Unprocessable as exc:
+            log.error("unprocessable message dead-lettered", reason=str(exc))
+            await message.reject(requeue=False)
+            return
+        except Exception:
+            deliveries = _delivery_count(message)
+            log.exception("message handling failed, will be redelivered", delivery=deliveries)
+            await message.nack(requeue=True)
+            return
+        if not fresh:
+            log.info("duplicate message dropped")
+        await message.ack()
+
+
+def _delivery_count(message: AbstractIncomingMessage) -> int:
+    # Quorum queues count earlier deliveries in this header.
+    value = (message.headers or {}).get("x-delivery-count", 0)
+    return int(value) + 1 if isinstance(value, int) else 1
+
+
+class Unprocessable(Exception):
+    """A message no redelivery can fix (bad payload, unknown type): dead-letter it now."""

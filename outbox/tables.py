@@ -1,0 +1,75 @@
+"""Table factories: every service owns an outbox and an inbox in its own schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """Messages written in a service's transaction, waiting for the relay.
+
+    ``id`` orders a saga's messages as they were written; the relay never uses it as a
+    high-water mark (a lower id can commit after a higher one), it claims any
+    unpublished row instead.
+    """
+    schema = metadata.schema
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("message_id", Uuid, nullable=False, unique=True),
+        Column("saga_id", Uuid, nullable=False),
+        Column("correlation_id", Uuid, nullable=False),
+        Column("message_type", String(128), nullable=False),
+        Column("exchange", String(255), nullable=False),
+        Column("routing_key", String(255), nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True)),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        Column("last_error", Text),
+        # The relay's claim reads only unpublished rows; a partial index keeps that
+        # query independent of how many published rows are still kept.
+        Index(
+            f"ix_{schema}_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+        # Serves the per-saga ordering check of the claim.
+        Index(
+            f"ix_{schema}_outbox_saga_unpublished",
+            "saga_id",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    """Messages a consumer already processed, recorded in the same transaction as the
+    effect, so a redelivery hits the primary key and is dropped."""
+    return Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(128), nullable=False),
+        Column("message_id", Uuid, nullable=False),
+        Column("message_type", String(128), nullable=False),
+        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("consumer", "message_id"),
+    )

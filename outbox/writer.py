@@ -1,0 +1,44 @@
+"""Writes messages into an outbox inside the caller's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import Table, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outbox.envelope import OutgoingMessage
+
+
+class OutboxWriter:
+    """Adds rows to one outbox table; never commits and never talks to the broker.
+
+    The row becomes visible to the relay only when the caller's transaction commits,
+    so a message exists if and only if the state change that produced it exists.
+    """
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    @property
+    def table(self) -> Table:
+        """The outbox table this writer fills."""
+        return self._table
+
+    async def add(self, session: AsyncSession, *messages: OutgoingMessage) -> None:
+        """Insert ``messages`` in the session's current transaction, in order."""
+        if not messages:
+            return
+        await session.execute(
+            insert(self._table),
+            [
+                {
+                    "message_id": m.envelope.message_id,
+                    "saga_id": m.envelope.saga_id,
+                    "correlation_id": m.envelope.correlation_id,
+                    "message_type": m.envelope.message_type,
+                    "exchange": m.exchange,
+                    "routing_key": m.routing_key,
+                    "body": m.envelope.to_bytes(),
+                }
+                for m in messages
+            ],
+        )

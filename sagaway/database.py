@@ -1,0 +1,63 @@
+"""Engine construction and the one helper that creates the database if it is missing."""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from sagaway.settings import redact_url
+
+log = structlog.get_logger(__name__)
+
+
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """Build the async engine one process shares."""
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
+    """Sessions that keep loaded values after commit (we read them to build replies)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Create the database named in ``database_url`` if it does not exist.
+
+    Returns True when it was created. Connects to the ``postgres`` maintenance
+    database with the same credentials, as ``createdb`` does.
+    """
+    url = make_url(database_url)
+    name = url.database
+    if not name:
+        raise ValueError("SAGAWAY_DATABASE_URL names no database")
+    maintenance = url.set(drivername="postgresql", database="postgres")
+    # asyncpg takes ``ssl`` as a keyword, not a query argument; pass it through so a
+    # TLS-only server works for the maintenance connection too.
+    ssl = url.query.get("ssl")
+    maintenance = maintenance.difference_update_query(["ssl"])
+    conn = await asyncpg.connect(
+        maintenance.render_as_string(hide_password=False),
+        **({"ssl": ssl} if isinstance(ssl, str) else {}),
+    )
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        # CREATE DATABASE cannot take a bind parameter; quote the identifier ourselves.
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False  # another process won the race; that is fine
+        log.info("database created", database=name, url=redact_url(str(url)))
+        return True
+    finally:
+        await conn.close()
+

@@ -1,0 +1,74 @@
+"""Configuration, read once from the environment (prefix ``SAGAWAY_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob sagaway has. Built in the entry point and passed down, never global."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGAWAY_", extra="ignore")
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/sagaway"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    admin_token: SecretStr | None = None
+
+    # Prefix of every exchange and queue name, so that several installations (or test
+    # runs) can share one broker without seeing each other's messages.
+    namespace: str = Field(default="sagaway", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    # Deliveries of one message before the broker dead-letters it instead of looping.
+    delivery_limit: int = Field(default=5, ge=1, le=100)
+
+    step_max_attempts: int = Field(default=5, ge=1)
+    step_backoff_s: float = Field(default=1.0, gt=0)
+    step_backoff_cap_s: float = Field(default=30.0, gt=0)
+    step_timeout_s: float = Field(default=30.0, gt=0)
+
+    default_credit_limit_cents: int = Field(default=100_000, ge=0)
+
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_poll_interval_s: float = Field(default=0.05, gt=0)
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+    consumer_prefetch: int = Field(default=32, ge=1, le=10_000)
+
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, value: str) -> str:
+        # Users paste plain postgres:// URLs; the async engine needs the asyncpg driver.
+        for plain in ("postgresql://", "postgres://"):
+            if value.startswith(plain):
+                return "postgresql+asyncpg://" + value[len(plain) :]
+        return value
+
+    def admin_token_value(self) -> str | None:
+        """The admin token, or None when admin calls must all be refused."""
+        if self.admin_token is None or not self.admin_token.get_secret_value():
+            return None
+        return self.admin_token.get_secret_value()
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with its password replaced, fit for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,60 @@
+"""Builds the engine and the participants from settings: the composition root."""
+
+from __future__ import annotations
+
+from orchestrator import tables as orchestrator_tables
+from orchestrator.definitions import DEFINITIONS
+from orchestrator.dsl import RetryPolicy
+from orchestrator.engine import Routing, SagaEngine
+from outbox.writer import OutboxWriter
+from sagaway.settings import Settings
+from sagaway.topology import ORCHESTRATOR, OUTBOX_TABLES, Names
+from services.inventory import handlers as inventory
+from services.notification import handlers as notification
+from services.orders import local_steps
+from services.participant import Participant, ReplyAddress, Route
+from services.payment.handlers import PaymentHandlers
+
+
+def default_retry_policy(settings: Settings) -> RetryPolicy:
+    """The retry policy of steps that do not set their own."""
+    return RetryPolicy(
+        max_attempts=settings.step_max_attempts,
+        initial_interval_s=settings.step_backoff_s,
+        max_interval_s=settings.step_backoff_cap_s,
+        timeout_s=settings.step_timeout_s,
+    )
+
+
+def build_engine(settings: Settings) -> SagaEngine:
+    """The saga engine with the order saga and its local actions."""
+    return SagaEngine(
+        definitions=DEFINITIONS,
+        defaults=default_retry_policy(settings),
+        local_handlers=local_steps.HANDLERS,
+        outbox=OutboxWriter(orchestrator_tables.outbox),
+        routing=Routing(commands_exchange=Names(settings.namespace).commands_exchange),
+    )
+
+
+def build_participant(name: str, settings: Settings) -> Participant:
+    """One of inventory, payment, notification."""
+    routes: dict[str, Route]
+    if name == "inventory":
+        routes = inventory.ROUTES
+    elif name == "payment":
+        routes = PaymentHandlers(
+            default_credit_limit_cents=settings.default_credit_limit_cents
+        ).routes()
+    elif name == "notification":
+        routes = notification.ROUTES
+    else:
+        raise ValueError(f"unknown participant {name!r}")
+    return Participant(
+        name=name,
+        routes=routes,
+        outbox=OutboxWriter(OUTBOX_TABLES[name]),
+        reply_to=ReplyAddress(
+            exchange=Names(settings.namespace).replies_exchange, routing_key=ORCHESTRATOR
+        ),
+    )

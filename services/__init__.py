@@ -1,0 +1,1 @@
+"""The services: the orders API and the inventory, payment and notification participants."""

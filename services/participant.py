@@ -1,0 +1,103 @@
+"""The scaffold every participant shares: command → handler → reply to its outbox.
+
+The consumer around it records the inbox entry and commits; this module only maps a
+command to its handler and turns the handler's answer into a reply row, in the same
+transaction as the handler's effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator.protocol import make_reply
+from orchestrator.state import Outcome
+from outbox.consumer import Unprocessable
+from outbox.envelope import Envelope, OutgoingMessage
+from outbox.writer import OutboxWriter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a command handler decided."""
+
+    message_type: str
+    outcome: Outcome
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+CommandHandler = Callable[[AsyncSession, Envelope, Any], Awaitable[Answer]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A command type, the model its payload must fit, and its handler."""
+
+    model: type[BaseModel]
+    handler: CommandHandler
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAddress:
+    """Where replies go."""
+
+    exchange: str
+    routing_key: str
+
+
+class Participant:
+    """Dispatches commands to handlers and writes each reply to the outbox."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        routes: Mapping[str, Route],
+        outbox: OutboxWriter,
+        reply_to: ReplyAddress,
+    ) -> None:
+        self.name = name
+        self._routes = dict(routes)
+        self._outbox = outbox
+        self._reply_to = reply_to
+
+    async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Apply one command and queue its reply, in the caller's transaction."""
+        route = self._routes.get(envelope.message_type)
+        if route is None:
+            raise Unprocessable(f"{self.name} does not handle {envelope.message_type}")
+        try:
+            command = route.model.model_validate(envelope.payload)
+        except ValidationError as exc:
+            raise Unprocessable(f"invalid {envelope.message_type}: {exc.error_count()} errors") from exc
+        answer = await route.handler(session, envelope, command)
+        log.info(
+            "command handled",
+            participant=self.name,
+            command=envelope.message_type,
+            outcome=answer.outcome.value,
+            reason=answer.reason,
+        )
+        reply = make_reply(
+            envelope,
+            message_type=answer.message_type,
+            outcome=answer.outcome,
+            reason=answer.reason,
+            detail=answer.detail,
+        )
+        await self._outbox.add(
+            session,
+            OutgoingMessage(
+                envelope=reply,
+                exchange=self._reply_to.exchange,
+                routing_key=self._reply_to.routing_key,
+            ),
+        )
