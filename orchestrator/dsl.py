@@ -47,7 +47,9 @@ class RetryPolicy:
     def resolve(self, defaults: RetryPolicy) -> ResolvedRetryPolicy:
         """Fill the unset fields from ``defaults`` (which must set them all)."""
         merged = {
-            name: getattr(self, name) if getattr(self, name) is not None else getattr(defaults, name)
+            name: getattr(self, name)
+            if getattr(self, name) is not None
+            else getattr(defaults, name)
             for name in ("max_attempts", "initial_interval_s", "max_interval_s", "timeout_s")
         }
         if any(v is None for v in merged.values()):

@@ -156,7 +156,9 @@ class SagaEngine:
         try:
             body = ReplyBody.model_validate(envelope.payload)
         except ValidationError as exc:
-            raise Unprocessable(f"reply payload is not a reply: {exc.error_count()} errors") from exc
+            raise Unprocessable(
+                f"reply payload is not a reply: {exc.error_count()} errors"
+            ) from exc
         record = await self._repo.get(session, envelope.saga_id, for_update=True)
         if record is None:
             # Never create a saga from a reply: it is logged and dropped.
@@ -294,7 +296,9 @@ class SagaEngine:
         )
         return state
 
-    def _command(self, record: SagaRecord, state: SagaState, effect: SendCommand) -> OutgoingMessage:
+    def _command(
+        self, record: SagaRecord, state: SagaState, effect: SendCommand
+    ) -> OutgoingMessage:
         payload = effect.action.payload(self._context(record, state).data)
         envelope = Envelope(
             message_id=effect.message_id,
@@ -312,7 +316,11 @@ class SagaEngine:
 
     @staticmethod
     def _context(record: SagaRecord, state: SagaState) -> SagaContext:
-        data = {**record.data, "saga_id": str(record.id), "rejection_reason": state.rejection_reason}
+        data = {
+            **record.data,
+            "saga_id": str(record.id),
+            "rejection_reason": state.rejection_reason,
+        }
         return SagaContext(
             saga_id=record.id,
             saga_type=record.saga_type,

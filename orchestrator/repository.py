@@ -94,7 +94,9 @@ class SagaRepository:
         row = (await session.execute(query)).first()
         return _record(row) if row is not None else None
 
-    async def save(self, session: AsyncSession, record: SagaRecord, state: SagaState, now: datetime) -> None:
+    async def save(
+        self, session: AsyncSession, record: SagaRecord, state: SagaState, now: datetime
+    ) -> None:
         """Write the new state of a saga loaded ``for_update``."""
         await session.execute(
             update(sagas)
@@ -103,7 +105,11 @@ class SagaRepository:
         )
 
     async def record(
-        self, session: AsyncSession, saga_id: uuid.UUID, entries: Sequence[HistoryEntry], now: datetime
+        self,
+        session: AsyncSession,
+        saga_id: uuid.UUID,
+        entries: Sequence[HistoryEntry],
+        now: datetime,
     ) -> None:
         """Append lines to the saga's history."""
         if not entries:

@@ -223,7 +223,11 @@ class SagaMachine:
         # taken effect, and compensations are idempotent (undoing nothing is a no-op
         # that also bars a late attempt from applying afterwards).
         return self._compensate_from(
-            state, state.cursor, "aborted", event, ("operator abort: compensating",),
+            state,
+            state.cursor,
+            "aborted",
+            event,
+            ("operator abort: compensating",),
             include_failed=True,
         )
 
@@ -233,9 +237,16 @@ class SagaMachine:
         i = state.cursor
         name = self._name_at(state)
         if state.phase is Phase.FORWARD:
-            state = state.with_step(i, status=StepStatus.SUCCEEDED, finished_at=event.now, error=None)
+            state = state.with_step(
+                i, status=StepStatus.SUCCEEDED, finished_at=event.now, error=None
+            )
             return self._begin(
-                state, Phase.FORWARD, i + 1, 1, event.now, event.next_message_id,
+                state,
+                Phase.FORWARD,
+                i + 1,
+                1,
+                event.now,
+                event.next_message_id,
                 (f"step {name} succeeded",),
             )
         if state.phase is Phase.COMPENSATE:
@@ -244,7 +255,12 @@ class SagaMachine:
                 state, i - 1, state.rejection_reason or "", event, (f"step {name} compensated",)
             )
         return self._begin(
-            state, Phase.EPILOGUE, i + 1, 1, event.now, event.next_message_id,
+            state,
+            Phase.EPILOGUE,
+            i + 1,
+            1,
+            event.now,
+            event.next_message_id,
             (f"{name} done",),
         )
 
@@ -254,9 +270,11 @@ class SagaMachine:
         state = state.with_step(i, status=StepStatus.FAILED, finished_at=event.now, error=reason)
         if self.passed_pivot(state):
             # After the pivot nothing may be undone: an operator has to look.
-            return self._fail(state, f"{name} rejected after the pivot: {reason}", (
-                f"step {name} rejected: {reason}",
-            ))
+            return self._fail(
+                state,
+                f"{name} rejected after the pivot: {reason}",
+                (f"step {name} rejected: {reason}",),
+            )
         state = replace(state, rejection_reason=reason, failure_reason=reason)
         return self._compensate_from(
             state, i - 1, reason, event, (f"step {name} rejected: {reason}",)
@@ -297,7 +315,9 @@ class SagaMachine:
         include_failed: bool = False,
     ) -> Transition:
         """Compensate the completed steps at ``index`` and below, newest first."""
-        undo = {StepStatus.SUCCEEDED, StepStatus.FAILED} if include_failed else {StepStatus.SUCCEEDED}
+        undo = (
+            {StepStatus.SUCCEEDED, StepStatus.FAILED} if include_failed else {StepStatus.SUCCEEDED}
+        )
         for j in range(index, -1, -1):
             step = self.definition.steps[j]
             if state.steps[j].status in undo and step.compensation is not None:
@@ -319,7 +339,9 @@ class SagaMachine:
         notes: tuple[str, ...],
     ) -> Transition:
         """Start attempt ``attempt`` of the action at ``(phase, index)``."""
-        state = replace(state, phase=phase, cursor=index, attempt=attempt, pending=None, wake_at=None)
+        state = replace(
+            state, phase=phase, cursor=index, attempt=attempt, pending=None, wake_at=None
+        )
         if phase is Phase.FORWARD and index >= len(self.definition.steps):
             done = replace(state, status=SagaStatus.COMPLETED, phase=Phase.DONE, cursor=index)
             return Transition(done, notes=(*notes, "saga COMPLETED"))
@@ -357,7 +379,9 @@ class SagaMachine:
                 )
 
         if isinstance(action, Local):
-            return Transition(state, (RunLocal(local=action, step=step_name, purpose=purpose),), notes)
+            return Transition(
+                state, (RunLocal(local=action, step=step_name, purpose=purpose),), notes
+            )
         timeout = self.policy_for(state).timeout_s
         state = replace(state, pending=message_id, wake_at=now + timedelta(seconds=timeout))
         command = SendCommand(

@@ -62,12 +62,12 @@ class Consumer:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._in_flight.add(task)  # type: ignore[arg-type]
+            self._in_flight.add(task)
         try:
             await self.process(message)
         finally:
             if task is not None:
-                self._in_flight.discard(task)  # type: ignore[arg-type]
+                self._in_flight.discard(task)
 
     async def process(self, message: AbstractIncomingMessage) -> None:
         """Handle one delivery end to end (public so tests can drive it directly)."""

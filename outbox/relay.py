@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,7 +61,9 @@ class Relay:
                 moved = await self.drain_once()
                 backoff = self._options.poll_interval_s
             except BrokerUnavailable as exc:
-                log.warning("broker unavailable, relay backing off", error=str(exc), delay_s=backoff)
+                log.warning(
+                    "broker unavailable, relay backing off", error=str(exc), delay_s=backoff
+                )
                 moved = 0
                 backoff = min(backoff * 2, self._options.max_backoff_s)
             except (OperationalError, DBAPIError, OSError) as exc:
@@ -72,10 +75,8 @@ class Relay:
                 moved = 0
                 backoff = min(backoff * 2, self._options.max_backoff_s)
             if moved == 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
-                except TimeoutError:
-                    pass
         log.info("relay stopped")
 
     async def drain_once(self) -> int:

@@ -60,4 +60,3 @@ async def ensure_database(database_url: str) -> bool:
         return True
     finally:
         await conn.close()
-

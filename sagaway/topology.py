@@ -8,10 +8,10 @@ from sqlalchemy import Table
 
 from orchestrator import tables as orchestrator_tables
 from outbox.amqp import QueueSpec, Topology
+from sagaway.settings import Settings
 from services.inventory import tables as inventory_tables
 from services.notification import tables as notification_tables
 from services.payment import tables as payment_tables
-from sagaway.settings import Settings
 
 PARTICIPANTS = ("inventory", "payment", "notification")
 ORCHESTRATOR = "orchestrator"

@@ -77,7 +77,9 @@ class Participant:
         try:
             command = route.model.model_validate(envelope.payload)
         except ValidationError as exc:
-            raise Unprocessable(f"invalid {envelope.message_type}: {exc.error_count()} errors") from exc
+            raise Unprocessable(
+                f"invalid {envelope.message_type}: {exc.error_count()} errors"
+            ) from exc
         answer = await route.handler(session, envelope, command)
         log.info(
             "command handled",

@@ -38,7 +38,7 @@ def _notify(template: str) -> Any:
         return c.NotifyCustomer(
             order_id=data["order_id"],
             customer_id=data["customer_id"],
-            template=template,  # type: ignore[arg-type]
+            template=template,
             reason=data.get("rejection_reason"),
         ).model_dump(mode="json")
 

@@ -101,7 +101,7 @@ async def _claim(
     ).first()
     if inserted is not None:
         return None
-    query = select(reservations.c.status, reservations.c.items).where(
+    query = select(reservations.c.status, reservations.c["items"]).where(
         reservations.c.saga_id == envelope.saga_id
     )
     if lock:

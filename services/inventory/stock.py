@@ -39,6 +39,8 @@ async def set_available(session: AsyncSession, sku: str, available: int) -> Stoc
 async def get_level(session: AsyncSession, sku: str) -> StockLevel | None:
     """The SKU's stock, or None when it was never stocked."""
     row = (
-        await session.execute(select(stock.c.sku, stock.c.available, stock.c.reserved).where(stock.c.sku == sku))
+        await session.execute(
+            select(stock.c.sku, stock.c.available, stock.c.reserved).where(stock.c.sku == sku)
+        )
     ).first()
     return StockLevel(row.sku, row.available, row.reserved) if row else None

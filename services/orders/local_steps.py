@@ -27,7 +27,9 @@ async def reject(session: AsyncSession, saga: SagaContext) -> LocalResult:
     return LocalResult(Outcome.SUCCEEDED)
 
 
-async def _set_status(session: AsyncSession, saga: SagaContext, status: str, reason: str | None) -> None:
+async def _set_status(
+    session: AsyncSession, saga: SagaContext, status: str, reason: str | None
+) -> None:
     await session.execute(
         update(orders)
         .where(orders.c.id == uuid.UUID(str(saga.data["order_id"])))

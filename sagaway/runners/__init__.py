@@ -1,0 +1,1 @@
+"""Process entry points: one per component, each runnable as N instances."""

@@ -1,0 +1,81 @@
+"""What every long-running component shares: signals, broker start-up, teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from aio_pika.abc import AbstractRobustConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from outbox.amqp import connect, declare
+from outbox.errors import BrokerUnavailable
+from sagaway.database import create_engine, session_factory
+from sagaway.settings import Settings, redact_url
+from sagaway.topology import build_topology
+
+log = structlog.get_logger(__name__)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, so work can finish instead of dying mid-way."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+    return stop
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("stopping", signal=sig.name)
+    stop.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """The connections one component process holds."""
+
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    broker: AbstractRobustConnection
+
+
+async def connect_broker(settings: Settings, *, name: str) -> AbstractRobustConnection:
+    """Connect to RabbitMQ, waiting with backoff while it is down, and declare topology."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(BrokerUnavailable),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        before_sleep=lambda state: log.warning(
+            "rabbitmq unreachable, retrying",
+            url=redact_url(settings.amqp_url),
+            attempt=state.attempt_number,
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            connection = await connect(settings.amqp_url, name=name)
+    channel = await connection.channel()
+    await declare(channel, build_topology(settings))
+    await channel.close()
+    log.info("connected to rabbitmq", url=redact_url(settings.amqp_url))
+    return connection
+
+
+@asynccontextmanager
+async def resources(
+    settings: Settings, *, name: str, pool_size: int = 10
+) -> AsyncIterator[Resources]:
+    """Open the database engine and the broker connection; close both on the way out."""
+    db = create_engine(settings.database_url, pool_size=pool_size)
+    broker = await connect_broker(settings, name=name)
+    try:
+        yield Resources(db=db, sessions=session_factory(db), broker=broker)
+    finally:
+        await broker.close()
+        await db.dispose()

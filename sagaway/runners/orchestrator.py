@@ -1,0 +1,67 @@
+"""``sagaway orchestrator``: consumes replies and wakes sagas whose time has come."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from orchestrator.engine import SagaEngine
+from outbox.consumer import Consumer
+from outbox.inbox import Inbox
+from sagaway.runners.lifecycle import resources, stop_on_signals
+from sagaway.settings import Settings
+from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, Names
+from sagaway.wiring import build_engine
+
+log = structlog.get_logger(__name__)
+
+SWEEP_INTERVAL_S = 0.2
+SWEEP_BATCH = 50
+
+
+async def run_orchestrator(settings: Settings) -> None:
+    """Run the reply consumer and the deadline sweeper until SIGTERM."""
+    stop = stop_on_signals()
+    engine = build_engine(settings)
+    async with resources(settings, name="sagaway-orchestrator") as res:
+        consumer = Consumer(
+            queue=Names(settings.namespace).queue(ORCHESTRATOR),
+            inbox=Inbox(INBOX_TABLES[ORCHESTRATOR], ORCHESTRATOR),
+            handler=engine.handle_reply,
+            sessions=res.sessions,
+            prefetch=settings.consumer_prefetch,
+        )
+        channel = await res.broker.channel()
+        await asyncio.gather(
+            consumer.run(channel, stop),
+            sweep(engine, res.sessions, stop),
+        )
+
+
+async def sweep(
+    engine: SagaEngine, sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event
+) -> None:
+    """Wake sagas whose deadline or backoff has passed.
+
+    Reads only the partial index of sagas that wait for something, and claims with
+    SKIP LOCKED, so any number of orchestrators sweep side by side cheaply.
+    """
+    while not stop.is_set():
+        woken = 0
+        try:
+            async with sessions() as session, session.begin():
+                due = await engine.repository.claim_due(session, datetime.now(UTC), SWEEP_BATCH)
+                for saga_id in due:
+                    with structlog.contextvars.bound_contextvars(saga_id=str(saga_id)):
+                        await engine.wake(session, saga_id)
+                woken = len(due)
+        except (OperationalError, DBAPIError, OSError) as exc:
+            log.warning("sweeper cannot reach the database", error=type(exc).__name__)
+        if woken < SWEEP_BATCH:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=SWEEP_INTERVAL_S)

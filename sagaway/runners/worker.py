@@ -1,0 +1,30 @@
+"""``sagaway worker {inventory,payment,notification}``: one participant."""
+
+from __future__ import annotations
+
+import structlog
+
+from outbox.consumer import Consumer
+from outbox.inbox import Inbox
+from sagaway.runners.lifecycle import resources, stop_on_signals
+from sagaway.settings import Settings
+from sagaway.topology import INBOX_TABLES, Names
+from sagaway.wiring import build_participant
+
+log = structlog.get_logger(__name__)
+
+
+async def run_worker(settings: Settings, participant: str) -> None:
+    """Consume the participant's command queue until SIGTERM."""
+    stop = stop_on_signals()
+    handler = build_participant(participant, settings)
+    async with resources(settings, name=f"sagaway-{participant}") as res:
+        consumer = Consumer(
+            queue=Names(settings.namespace).queue(participant),
+            inbox=Inbox(INBOX_TABLES[participant], participant),
+            handler=handler.handle,
+            sessions=res.sessions,
+            prefetch=settings.consumer_prefetch,
+        )
+        channel = await res.broker.channel()
+        await consumer.run(channel, stop)

@@ -1,0 +1,118 @@
+"""``sagaway up``: every component as its own supervised process.
+
+A component that dies is reported with its exit code and restarted with backoff;
+SIGINT or SIGTERM stops them all: SIGTERM first (each finishes what it holds), then
+SIGKILL for any that has not exited after the grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+GRACE_S = 15.0
+MAX_BACKOFF_S = 30.0
+STABLE_AFTER_S = 60.0
+
+
+@dataclass
+class Child:
+    """One supervised component."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    restart_at: float | None = None
+    backoff_s: float = field(default=1.0)
+
+    def start(self) -> None:
+        """Spawn the process."""
+        self.process = subprocess.Popen([sys.executable, "-m", "sagaway", *self.args])
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        log.info("component started", component=self.name, pid=self.process.pid)
+
+
+def components(api_port: int, api_host: str) -> list[Child]:
+    """The six components of a full installation."""
+    return [
+        Child("api", ["api", "--port", str(api_port), "--host", api_host]),
+        Child("relay", ["relay"]),
+        Child("orchestrator", ["orchestrator"]),
+        Child("inventory", ["worker", "inventory"]),
+        Child("payment", ["worker", "payment"]),
+        Child("notification", ["worker", "notification"]),
+    ]
+
+
+def supervise(children: list[Child]) -> int:
+    """Run ``children`` until a signal; returns the exit code for ``sagaway up``."""
+    stopping = False
+
+    def on_signal(signum: int, _: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("stopping all components", signal=signal.Signals(signum).name)
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    for child in children:
+        child.start()
+    while not stopping:
+        now = time.monotonic()
+        for child in children:
+            if child.process is not None and child.process.poll() is not None:
+                code = child.process.returncode
+                if now - child.started_at > STABLE_AFTER_S:
+                    child.backoff_s = 1.0
+                child.restarts += 1
+                child.restart_at = now + child.backoff_s
+                log.error(
+                    "component died, restarting",
+                    component=child.name,
+                    exit_code=code,
+                    restart_in_s=child.backoff_s,
+                    restarts=child.restarts,
+                )
+                child.backoff_s = min(child.backoff_s * 2, MAX_BACKOFF_S)
+                child.process = None
+            if child.process is None and child.restart_at is not None and now >= child.restart_at:
+                child.start()
+        time.sleep(0.2)
+    return _stop_all(children)
+
+
+def _stop_all(children: list[Child]) -> int:
+    running = [c for c in children if c.process is not None and c.process.poll() is None]
+    for child in running:
+        assert child.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    for child in running:
+        assert child.process is not None
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("component did not stop in time, killing", component=child.name)
+            child.process.kill()
+            child.process.wait()
+        log.info("component stopped", component=child.name, exit_code=child.process.returncode)
+    return 0
+
+
+def child_env() -> dict[str, str]:
+    """Environment for children (the same as ours)."""
+    return dict(os.environ)

@@ -1,0 +1,86 @@
+"""The HTTP API: orders, sagas, admin and health, in one FastAPI application."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+import sagaway
+from sagaway.database import create_engine, session_factory
+from sagaway.settings import Settings
+from sagaway.wiring import build_engine
+from services.orders import routes_admin, routes_health, routes_orders, routes_sagas
+from services.orders.body_limit import BodyLimitMiddleware
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API for ``settings``; resources open in the lifespan, not at import."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = create_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.db_engine = db
+        app.state.sessions = session_factory(db)
+        app.state.saga_engine = build_engine(settings)
+        if settings.admin_token_value() is None:
+            log.warning("SAGAWAY_ADMIN_TOKEN is not set: every /admin call will answer 401")
+        log.info("api ready")
+        try:
+            yield
+        finally:
+            await db.dispose()
+
+    app = FastAPI(
+        title="sagaway",
+        version=sagaway.__version__,
+        summary="Saga orchestrator with a transactional outbox",
+        lifespan=lifespan,
+    )
+    app.include_router(routes_orders.router)
+    app.include_router(routes_sagas.router)
+    app.include_router(routes_admin.router)
+    app.include_router(routes_health.router)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(OSError, _database_unavailable)
+    app.middleware("http")(_request_context)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    return app
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The transaction was rolled back by the session's context manager: nothing of
+    # the request is half-written. The driver's message may carry connection
+    # details, so only its type is logged.
+    log.error("database unavailable", error=type(exc).__name__, path=request.url.path)
+    return JSONResponse(status_code=503, content={"detail": "database unavailable"})
+
+
+async def _request_context(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(method=request.method, path=request.url.path)
+    started = time.perf_counter()
+    response = await call_next(request)
+    if request.url.path not in ("/healthz", "/readyz"):
+        log.info(
+            "request",
+            status=response.status_code,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+    structlog.contextvars.clear_contextvars()
+    return response

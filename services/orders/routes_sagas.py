@@ -1,0 +1,48 @@
+"""``GET /sagas/{saga_id}``: where a saga is."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, HTTPException
+
+from orchestrator.repository import SagaRecord
+from services.orders.dependencies import EngineDep, SessionDep
+from services.orders.schemas import SagaView, StepView
+
+router = APIRouter(tags=["sagas"])
+
+
+def saga_view(record: SagaRecord) -> SagaView:
+    """The API's view of a saga record."""
+    state = record.state
+    return SagaView(
+        saga_id=record.id,
+        saga_type=record.saga_type,
+        order_id=record.order_id,
+        status=state.status.value,
+        current_step=state.current_step,
+        steps=[
+            StepView(
+                name=s.name,
+                status=s.status.value,
+                attempts=s.attempts,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+                error=s.error,
+            )
+            for s in state.steps
+        ],
+        failure_reason=state.failure_reason,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+@router.get("/sagas/{saga_id}", response_model=SagaView, responses={404: {}})
+async def get_saga(saga_id: uuid.UUID, session: SessionDep, engine: EngineDep) -> SagaView:
+    """The saga, every step of its definition, and why it failed if it did."""
+    record = await engine.repository.get(session, saga_id)
+    if record is None:
+        raise HTTPException(status_code=404, detail="saga not found")
+    return saga_view(record)
