@@ -1,0 +1,90 @@
+"""Fixtures every tier shares: a database and a broker namespace of this run's own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from outbox.amqp import declare
+from sagaway.database import create_engine, session_factory
+from sagaway.logging import configure_logging
+from sagaway.migrate import migrate
+from sagaway.settings import Settings
+from sagaway.topology import build_topology
+from tests.support import isolated_settings, new_run_id
+
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, from the folder it lives in."""
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(TESTS).parts[0]
+        if tier in ("unit", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """Names this run's database and queues."""
+    return new_run_id()
+
+
+@pytest.fixture(scope="session")
+def settings(run_id: str) -> Iterator[Settings]:
+    """Settings pointing at this run's own database and namespace."""
+    configure_logging(level="WARNING", fmt="console")
+    yield isolated_settings(run_id)
+
+
+@pytest.fixture(scope="session")
+async def migrated(settings: Settings) -> AsyncIterator[Settings]:
+    """This run's database, created and migrated; dropped when the run ends."""
+    await migrate(settings)
+    yield settings
+    url = make_url(settings.database_url)
+    conn = await asyncpg.connect(
+        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def db(migrated: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine on this run's database."""
+    engine = create_engine(migrated.database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(db: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on this run's database."""
+    return session_factory(db)
+
+
+@pytest.fixture(scope="session")
+async def broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection with this run's topology declared; its queues are deleted at the end."""
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    topology = build_topology(settings)
+    channel = await connection.channel()
+    await declare(channel, topology)
+    yield connection
+    channel = await connection.channel()
+    for spec in topology.queues:
+        await channel.queue_delete(spec.name)
+        await channel.queue_delete(topology.dead_letter_queue(spec.name))
+    for name in (*topology.exchanges, topology.dead_letter_exchange):
+        await channel.exchange_delete(name)
+    await connection.close()

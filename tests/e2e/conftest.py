@@ -1,0 +1,112 @@
+"""The running system for end-to-end tests: every component as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sagaway.settings import Settings
+from tests.support import ADMIN_TOKEN, wait_for
+
+LOGS = Path(__file__).resolve().parents[1] / "artifacts" / "e2e-logs"
+
+
+@dataclass
+class System:
+    """Component processes of one installation, started for the tests."""
+
+    settings: Settings
+    api_url: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """Environment the components see."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "SAGAWAY_DATABASE_URL": self.settings.database_url,
+                "SAGAWAY_AMQP_URL": self.settings.amqp_url,
+                "SAGAWAY_NAMESPACE": self.settings.namespace,
+                "SAGAWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+                "SAGAWAY_LOG_FORMAT": "json",
+                "SAGAWAY_STEP_TIMEOUT_S": str(self.settings.step_timeout_s),
+                "SAGAWAY_STEP_BACKOFF_S": str(self.settings.step_backoff_s),
+                "SAGAWAY_STEP_MAX_ATTEMPTS": str(self.settings.step_max_attempts),
+            }
+        )
+        return env
+
+    def start(self, name: str, *args: str) -> None:
+        """Start a component (``name`` is unique: ``relay``, ``relay-2``...)."""
+        LOGS.mkdir(parents=True, exist_ok=True)
+        # The child keeps its own copy of the descriptor; ours can close at once.
+        with (LOGS / f"{self.settings.namespace}-{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "sagaway", *args], env=self.env(), stdout=log, stderr=log
+            )
+
+    def stop(self, name: str, *, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Stop one component and return its exit code."""
+        process = self.processes.pop(name)
+        process.send_signal(sig)
+        try:
+            return process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def stop_all(self) -> None:
+        """Stop every component still running."""
+        for name in list(self.processes):
+            self.stop(name)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def system(migrated: Settings, broker: object) -> Iterator[System]:
+    """API, relay, orchestrator and the three workers, on this run's database."""
+    port = free_port()
+    sys_ = System(settings=migrated, api_url=f"http://127.0.0.1:{port}")
+    sys_.start("api", "api", "--port", str(port))
+    sys_.start("relay", "relay")
+    sys_.start("orchestrator", "orchestrator")
+    for participant in ("inventory", "payment", "notification"):
+        sys_.start(participant, "worker", participant)
+    yield sys_
+    sys_.stop_all()
+
+
+@pytest.fixture(scope="session")
+async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the running API, once it reports ready."""
+    async with httpx.AsyncClient(base_url=system.api_url, timeout=10) as client:
+
+        async def ready() -> int:
+            try:
+                return (await client.get("/readyz")).status_code
+            except httpx.TransportError:
+                return 0
+
+        await wait_for(ready, until=lambda s: s == 200, within=30, what="API ready")
+        yield client
+
+
+@pytest.fixture(scope="session")
+def admin_headers() -> dict[str, str]:
+    """Authorization for /admin calls."""
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -1,0 +1,66 @@
+"""Helpers shared by the test tiers: waiting for conditions, isolated settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.engine import make_url
+
+from sagaway.settings import Settings
+
+T = TypeVar("T")
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+class ConditionTimeout(AssertionError):
+    """A waited-for condition did not hold in time."""
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    until: Callable[[T], bool] = bool,
+    within: float = 20.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """Poll ``probe`` until ``until(result)`` holds; fail with the last value otherwise."""
+    deadline = time.monotonic() + within
+    last: T | None = None
+    while True:
+        last = await probe()
+        if until(last):
+            return last
+        if time.monotonic() > deadline:
+            raise ConditionTimeout(f"{what} not reached within {within}s; last value: {last!r}")
+        await asyncio.sleep(interval)
+
+
+def isolated_settings(run_id: str, **overrides: object) -> Settings:
+    """Settings for one test run: its own database and broker namespace.
+
+    The server addresses come from the usual SAGAWAY_* variables (or the defaults), so
+    the tests run wherever ``sagaway`` itself would.
+    """
+    base = Settings()
+    url = make_url(base.database_url).set(database=f"sagaway_test_{run_id}")
+    values: dict[str, object] = {
+        "database_url": url.render_as_string(hide_password=False),
+        "amqp_url": base.amqp_url,
+        "namespace": f"test-{run_id}",
+        "admin_token": ADMIN_TOKEN,
+        "log_format": "console",
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def new_run_id() -> str:
+    """A short id naming this run's database and queues (also across xdist workers)."""
+    return os.environ.get("SAGAWAY_TEST_RUN_ID") or uuid.uuid4().hex[:10]
