@@ -7,8 +7,9 @@ from sqlalchemy import MetaData
 from orchestrator.tables import metadata as sagas
 from services.inventory.tables import metadata as inventory
 from services.notification.tables import metadata as notification
+from services.ops.tables import metadata as ops
 from services.orders.tables import metadata as orders
 from services.payment.tables import metadata as payment
 
-ALL_METADATA: tuple[MetaData, ...] = (orders, sagas, inventory, payment, notification)
+ALL_METADATA: tuple[MetaData, ...] = (orders, sagas, inventory, payment, notification, ops)
 SCHEMAS: tuple[str, ...] = tuple(m.schema for m in ALL_METADATA if m.schema)

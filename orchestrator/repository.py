@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, literal, select, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -135,6 +135,30 @@ class SagaRepository:
             select(saga_events).where(saga_events.c.saga_id == saga_id).order_by(saga_events.c.id)
         )
         return [HistoryRow(r.at, r.kind, r.step, r.message_id, r.detail) for r in rows]
+
+    async def page(
+        self,
+        session: AsyncSession,
+        *,
+        status: SagaStatus | None,
+        limit: int,
+        before: tuple[datetime, uuid.UUID] | None,
+    ) -> list[SagaRecord]:
+        """Sagas newest first, ``limit`` at a time, strictly older than ``before``.
+
+        Keyset pagination on ``(created_at, id)``: each page is an index range scan,
+        as fast on page ten thousand as on page one.
+        """
+        query = select(sagas).order_by(sagas.c.created_at.desc(), sagas.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(sagas.c.status == status.value)
+        if before is not None:
+            created_at, saga_id = before
+            query = query.where(
+                tuple_(sagas.c.created_at, sagas.c.id)
+                < tuple_(literal(created_at), literal(saga_id))
+            )
+        return [_record(r) for r in await session.execute(query)]
 
     async def claim_due(self, session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
         """Lock up to ``limit`` sagas whose wake-up time has passed.

@@ -14,7 +14,7 @@ percentiles); the pure helpers (:func:`percentile`, :func:`summarize`,
 from __future__ import annotations
 
 import asyncio
-import math
+import contextlib
 import secrets
 import sys
 import time
@@ -178,9 +178,7 @@ def _stats_line(label: str, stats: LatencyStats | None, *, p95: bool = True) -> 
     if stats is None:
         return f"{label} (ms): n/a (no samples)"
     middle = f"  p95 {stats.p95:.1f}" if p95 else ""
-    return (
-        f"{label} (ms): p50 {stats.p50:.1f}{middle}  p99 {stats.p99:.1f}  max {stats.max:.1f}"
-    )
+    return f"{label} (ms): p50 {stats.p50:.1f}{middle}  p99 {stats.p99:.1f}  max {stats.max:.1f}"
 
 
 def _count(name: str, value: int, total: int) -> str:
@@ -256,9 +254,7 @@ def run_bench(options: BenchOptions) -> int:
     except BenchSetupError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    print(
-        format_report(tally, sagas=options.sagas, concurrency=options.concurrency, wall_s=wall_s)
-    )
+    print(format_report(tally, sagas=options.sagas, concurrency=options.concurrency, wall_s=wall_s))
     return exit_code(tally)
 
 
@@ -304,7 +300,10 @@ async def _prepare(client: httpx.AsyncClient, options: BenchOptions, token: str)
         (f"/admin/inventory/{sku}", {"available": units}) for sku, units in stock.items()
     ]
     puts.append(
-        (f"/admin/customers/{customer_id}", {"credit_limit_cents": 2 * options.sagas * UNIT_PRICE_CENTS})
+        (
+            f"/admin/customers/{customer_id}",
+            {"credit_limit_cents": 2 * options.sagas * UNIT_PRICE_CENTS},
+        )
     )
     for path, body in puts:
         try:
@@ -381,10 +380,8 @@ async def _one_saga(
 async def _progress(tally: BenchTally, sagas: int, started: float, stop: asyncio.Event) -> None:
     last_done, last_at = 0, started
     while not stop.is_set():
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PROGRESS_EVERY_S)
-        except TimeoutError:
-            pass
         now = time.perf_counter()
         done = tally.done
         rate = (done - last_done) / (now - last_at) if now > last_at else 0.0

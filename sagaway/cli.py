@@ -10,6 +10,7 @@ import structlog
 import typer
 
 from sagaway.logging import configure_logging
+from sagaway.operator_cli import dead_letters_cmd, sagas_app
 from sagaway.settings import Settings, redact_url
 
 app = typer.Typer(
@@ -21,6 +22,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 log = structlog.get_logger("sagaway.cli")
+
+app.add_typer(sagas_app, name="sagas")
+app.command("dead-letters")(dead_letters_cmd)
 
 
 class Participant(StrEnum):
@@ -112,3 +116,75 @@ def seed() -> None:
 
     skus, customers = asyncio.run(do_seed(_settings("seed")))
     typer.echo(f"seeded {skus} SKUs and {customers} customers (existing rows left as they were)")
+
+
+@app.command()
+def bench(
+    url: Annotated[
+        str, typer.Option(help="Base URL of the running sagaway API to drive.")
+    ] = "http://127.0.0.1:8000",
+    sagas: Annotated[
+        int, typer.Option(help="Number of orders to place (each starts one saga).", min=1)
+    ] = 1000,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            help="Number of concurrent workers; each keeps one saga in flight at a time "
+            "(also the size of the HTTP connection pool).",
+            min=1,
+        ),
+    ] = 50,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token for /admin/*, needed to stock the bench SKUs and create the "
+            "run's customer before the run.",
+            envvar="SAGAWAY_ADMIN_TOKEN",
+            show_default=False,
+        ),
+    ] = None,
+    timeout_s: Annotated[
+        float,
+        typer.Option(
+            help="Seconds one saga may take, from POST to terminal state, before it counts "
+            "as a timeout.",
+            min=0.001,
+        ),
+    ] = 120.0,
+    reject_every: Annotated[
+        int,
+        typer.Option(
+            help="Every K-th order asks for a SKU with no stock, so its saga ends COMPENSATED "
+            "with out_of_stock (shows what the rejection path costs); 0 means never.",
+            min=0,
+        ),
+    ] = 0,
+    poll_interval_s: Annotated[
+        float,
+        typer.Option(
+            help="Pause between two GET /sagas/{id} polls of one saga; latencies are "
+            "measured at the first poll that sees the terminal state.",
+            min=0.001,
+        ),
+    ] = 0.02,
+) -> None:
+    """Benchmark a running system over HTTP: place SAGAS orders with CONCURRENCY
+    workers, poll each saga to its terminal state, then print throughput (sagas/s),
+    p50/p95/p99 latency from POST to terminal state, and the outcome mix.
+
+    Exit code: 0 clean, 1 on any timeout or HTTP error, 2 when setup is impossible."""
+    from sagaway.bench import BenchOptions, run_bench
+
+    raise typer.Exit(
+        run_bench(
+            BenchOptions(
+                url=url,
+                sagas=sagas,
+                concurrency=concurrency,
+                admin_token=admin_token,
+                timeout_s=timeout_s,
+                reject_every=reject_every,
+                poll_interval_s=poll_interval_s,
+            )
+        )
+    )

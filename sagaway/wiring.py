@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from orchestrator import tables as orchestrator_tables
 from orchestrator.definitions import DEFINITIONS
 from orchestrator.dsl import RetryPolicy
@@ -11,6 +13,7 @@ from sagaway.settings import Settings
 from sagaway.topology import ORCHESTRATOR, OUTBOX_TABLES, Names
 from services.inventory import handlers as inventory
 from services.notification import handlers as notification
+from services.ops import faults
 from services.orders import local_steps
 from services.participant import Participant, ReplyAddress, Route
 from services.payment.handlers import PaymentHandlers
@@ -57,4 +60,9 @@ def build_participant(name: str, settings: Settings) -> Participant:
         reply_to=ReplyAddress(
             exchange=Names(settings.namespace).replies_exchange, routing_key=ORCHESTRATOR
         ),
+        outage=_in_outage,
     )
+
+
+async def _in_outage(session: AsyncSession, participant: str) -> bool:
+    return await faults.get_mode(session, participant) is faults.FaultMode.UNAVAILABLE

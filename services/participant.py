@@ -20,6 +20,7 @@ from orchestrator.state import Outcome
 from outbox.consumer import Unprocessable
 from outbox.envelope import Envelope, OutgoingMessage
 from outbox.writer import OutboxWriter
+from services.contracts import COMMAND_FAILED
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,8 @@ class Answer:
 
 
 CommandHandler = Callable[[AsyncSession, Envelope, Any], Awaitable[Answer]]
+OutageCheck = Callable[[AsyncSession, str], Awaitable[bool]]
+"""True while the named participant must act as if its provider were down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +66,10 @@ class Participant:
         routes: Mapping[str, Route],
         outbox: OutboxWriter,
         reply_to: ReplyAddress,
+        outage: OutageCheck | None = None,
     ) -> None:
         self.name = name
+        self._outage = outage
         self._routes = dict(routes)
         self._outbox = outbox
         self._reply_to = reply_to
@@ -80,7 +85,14 @@ class Participant:
             raise Unprocessable(
                 f"invalid {envelope.message_type}: {exc.error_count()} errors"
             ) from exc
-        answer = await route.handler(session, envelope, command)
+        if self._outage is not None and await self._outage(session, self.name):
+            # A simulated provider outage answers like a real one: a technical error the
+            # orchestrator retries, with nothing applied.
+            answer = Answer(
+                COMMAND_FAILED, Outcome.FAILED, f"{self.name} unavailable (simulated outage)"
+            )
+        else:
+            answer = await route.handler(session, envelope, command)
         log.info(
             "command handled",
             participant=self.name,

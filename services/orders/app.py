@@ -16,7 +16,13 @@ import sagaway
 from sagaway.database import create_engine, session_factory
 from sagaway.settings import Settings
 from sagaway.wiring import build_engine
-from services.orders import routes_admin, routes_health, routes_orders, routes_sagas
+from services.orders import (
+    routes_admin,
+    routes_admin_sagas,
+    routes_health,
+    routes_orders,
+    routes_sagas,
+)
 from services.orders.body_limit import BodyLimitMiddleware
 
 log = structlog.get_logger(__name__)
@@ -51,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_orders.router)
     app.include_router(routes_sagas.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_admin_sagas.router)
     app.include_router(routes_health.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException
 
 from orchestrator.repository import SagaRecord
 from services.orders.dependencies import EngineDep, SessionDep
-from services.orders.schemas import SagaView, StepView
+from services.orders.schemas import HistoryItem, SagaView, StepView
 
 router = APIRouter(tags=["sagas"])
 
@@ -46,3 +46,18 @@ async def get_saga(saga_id: uuid.UUID, session: SessionDep, engine: EngineDep) -
     if record is None:
         raise HTTPException(status_code=404, detail="saga not found")
     return saga_view(record)
+
+
+@router.get("/sagas/{saga_id}/history", response_model=list[HistoryItem], responses={404: {}})
+async def get_saga_history(
+    saga_id: uuid.UUID, session: SessionDep, engine: EngineDep
+) -> list[HistoryItem]:
+    """Everything that happened to the saga, oldest first: commands sent, replies
+    received (stale ones too), transitions, retries and admin actions."""
+    if await engine.repository.get(session, saga_id) is None:
+        raise HTTPException(status_code=404, detail="saga not found")
+    rows = await engine.repository.history(session, saga_id)
+    return [
+        HistoryItem(at=r.at, kind=r.kind, step=r.step, message_id=r.message_id, detail=r.detail)
+        for r in rows
+    ]

@@ -110,3 +110,58 @@ class CustomerView(BaseModel):
     customer_id: str
     credit_limit_cents: int
     authorized_cents: int
+
+
+class SagaPage(BaseModel):
+    """``GET /admin/sagas``: newest first."""
+
+    items: list[SagaView]
+    next_cursor: str | None
+
+
+class SagaActionAccepted(BaseModel):
+    """``POST /admin/sagas/{id}/retry|abort``: the saga's status once the action is in."""
+
+    saga_id: uuid.UUID
+    status: str
+
+
+class HistoryItem(BaseModel):
+    """One line of a saga's history."""
+
+    at: datetime
+    kind: str
+    step: str | None
+    message_id: uuid.UUID | None
+    detail: str
+
+
+class FaultUpdate(_Strict):
+    """Body of ``PUT /admin/faults/{participant}``."""
+
+    mode: Literal["ok", "unavailable"]
+
+
+class FaultView(BaseModel):
+    """A participant's fault mode."""
+
+    participant: str
+    mode: Literal["ok", "unavailable"]
+
+
+class DeadLetterView(BaseModel):
+    """A dead-lettered message."""
+
+    message_id: str | None
+    message_type: str | None
+    reason: str | None
+    deliveries: int | None
+    body: str
+
+
+class DeadLetterQueueView(BaseModel):
+    """A dead-letter queue's size and its first messages."""
+
+    queue: str
+    count: int
+    messages: list[DeadLetterView]

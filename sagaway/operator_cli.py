@@ -1,0 +1,192 @@
+"""``sagaway sagas …`` and ``sagaway dead-letters``: the admin API's operations from a shell.
+
+They talk to PostgreSQL (and RabbitMQ for dead letters) directly with the same code the
+admin API runs, so an operator on the box needs no token; every action is audited with
+the actor ``cli:<user>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator.engine import SagaEngine, SagaNotFound
+from orchestrator.repository import SagaRecord
+from orchestrator.state import SagaStatus
+from orchestrator.state_machine import InvalidRequest
+from sagaway.database import create_engine, session_factory
+from sagaway.logging import configure_logging
+from sagaway.settings import Settings
+from sagaway.wiring import build_engine
+from services.ops.sagas import BadCursor, abort_saga, list_sagas, retry_saga
+
+sagas_app = typer.Typer(
+    help="Inspect and repair sagas (list, show, retry, abort).", no_args_is_help=True
+)
+
+T = TypeVar("T")
+
+
+def _run(work: Callable[[AsyncSession, SagaEngine], Awaitable[T]]) -> T:
+    settings = Settings()
+    configure_logging(level="WARNING", fmt=settings.log_format, component="cli")
+
+    async def main() -> T:
+        db = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with session_factory(db)() as session:
+                return await work(session, build_engine(settings))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"[:64]
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _summary(record: SagaRecord) -> dict[str, Any]:
+    state = record.state
+    return {
+        "saga_id": str(record.id),
+        "saga_type": record.saga_type,
+        "order_id": str(record.order_id) if record.order_id else None,
+        "status": state.status.value,
+        "current_step": state.current_step,
+        "failure_reason": state.failure_reason,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "steps": [
+            {
+                "name": s.name,
+                "status": s.status.value,
+                "attempts": s.attempts,
+                "error": s.error,
+            }
+            for s in state.steps
+        ],
+    }
+
+
+@sagas_app.command("list")
+def list_cmd(
+    status: Annotated[
+        SagaStatus | None, typer.Option(help="Only sagas in this status, e.g. FAILED.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1, max=500)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Continue after a previous page.")] = None,
+) -> None:
+    """List sagas newest first, one line each."""
+
+    async def work(session: AsyncSession, engine: SagaEngine) -> None:
+        try:
+            page = await list_sagas(session, engine, status=status, limit=limit, cursor=cursor)
+        except BadCursor:
+            typer.echo("error: --cursor is not a cursor this command printed", err=True)
+            raise typer.Exit(2) from None
+        for r in page.items:
+            s = r.state
+            typer.echo(
+                f"{r.id}  {s.status.value:<12} {s.current_step or '-':<18} "
+                f"{r.created_at:%Y-%m-%d %H:%M:%S}  {s.failure_reason or ''}"
+            )
+        typer.echo(f"{len(page.items)} saga(s)", err=True)
+        if page.next_cursor:
+            typer.echo(f"more: --cursor {page.next_cursor}", err=True)
+
+    _run(work)
+
+
+@sagas_app.command("show")
+def show_cmd(saga_id: Annotated[uuid.UUID, typer.Argument(help="The saga's id.")]) -> None:
+    """Show a saga, its steps and its whole history, as JSON."""
+
+    async def work(session: AsyncSession, engine: SagaEngine) -> None:
+        record = await engine.repository.get(session, saga_id)
+        if record is None:
+            typer.echo(f"error: no saga {saga_id}", err=True)
+            raise typer.Exit(1)
+        out = _summary(record)
+        out["history"] = [
+            {"at": h.at.isoformat(), "kind": h.kind, "step": h.step, "detail": h.detail}
+            for h in await engine.repository.history(session, saga_id)
+        ]
+        typer.echo(json.dumps(out, indent=2))
+
+    _run(work)
+
+
+def _act(
+    saga_id: uuid.UUID,
+    action: Callable[[AsyncSession, SagaEngine, uuid.UUID], Awaitable[Any]],
+    verb: str,
+) -> None:
+    async def work(session: AsyncSession, engine: SagaEngine) -> None:
+        try:
+            async with session.begin():
+                state = await action(session, engine, saga_id)
+        except SagaNotFound:
+            typer.echo(f"error: no saga {saga_id}", err=True)
+            raise typer.Exit(1) from None
+        except InvalidRequest as exc:
+            typer.echo(f"error: cannot {verb}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"{saga_id} {state.status.value}")
+
+    _run(work)
+
+
+@sagas_app.command("retry")
+def retry_cmd(saga_id: Annotated[uuid.UUID, typer.Argument(help="A FAILED saga's id.")]) -> None:
+    """Resume a FAILED saga where it failed, with a fresh attempt budget."""
+    _act(saga_id, lambda s, e, i: retry_saga(s, e, i, actor=_actor()), "retry")
+
+
+@sagas_app.command("abort")
+def abort_cmd(saga_id: Annotated[uuid.UUID, typer.Argument(help="A FAILED saga's id.")]) -> None:
+    """Compensate a FAILED saga that has not passed its pivot; it ends COMPENSATED."""
+    _act(saga_id, lambda s, e, i: abort_saga(s, e, i, actor=_actor()), "abort")
+
+
+def dead_letters_cmd(
+    limit: Annotated[int, typer.Option(help="Messages shown per queue.", min=0, max=100)] = 20,
+) -> None:
+    """List dead-lettered messages per queue, with why they died (they stay queued)."""
+    from outbox.amqp import connect
+    from outbox.dead_letters import peek
+    from sagaway.topology import build_topology
+
+    settings = Settings()
+    configure_logging(level="WARNING", fmt=settings.log_format, component="cli")
+    topology = build_topology(settings)
+
+    async def main() -> None:
+        connection = await connect(settings.amqp_url, name="sagaway-cli")
+        try:
+            queues = await peek(
+                connection,
+                [topology.dead_letter_queue(q.name) for q in topology.queues],
+                limit=limit,
+            )
+        finally:
+            await connection.close()
+        for q in queues:
+            typer.echo(f"{q.queue}: {q.count} message(s)")
+            for m in q.messages:
+                typer.echo(
+                    f"  {m.message_id}  {m.message_type or '-'}  reason={m.reason}"
+                    f"  deliveries={m.deliveries}  {m.body[:120]}"
+                )
+
+    asyncio.run(main())

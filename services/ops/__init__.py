@@ -1,0 +1,1 @@
+"""Operations: fault switches and the audit trail of admin actions."""

@@ -1,0 +1,157 @@
+"""``/admin/sagas``, ``/admin/faults`` and ``/admin/dead-letters``: repairing what went wrong."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import aio_pika
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from orchestrator.engine import SagaNotFound
+from orchestrator.state import SagaStatus
+from orchestrator.state_machine import InvalidRequest
+from outbox.amqp import Topology
+from outbox.dead_letters import peek
+from sagaway.topology import build_topology
+from services.ops import faults
+from services.ops.audit import record_action
+from services.ops.sagas import BadCursor, abort_saga, list_sagas, retry_saga
+from services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
+from services.orders.routes_sagas import saga_view
+from services.orders.schemas import (
+    DeadLetterQueueView,
+    DeadLetterView,
+    FaultUpdate,
+    FaultView,
+    SagaActionAccepted,
+    SagaPage,
+)
+
+router = APIRouter(
+    prefix="/admin", tags=["admin"], responses={401: {"description": "No or wrong token"}}
+)
+
+Participant = Annotated[str, Path(pattern=r"^(inventory|payment|notification)$")]
+
+
+@router.get(
+    "/sagas", response_model=SagaPage, responses={422: {"description": "Bad filter or cursor"}}
+)
+async def get_sagas(
+    session: SessionDep,
+    engine: EngineDep,
+    _: AdminDep,
+    status: SagaStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> SagaPage:
+    """Sagas newest first, optionally of one status, ``limit`` at a time."""
+    try:
+        page = await list_sagas(session, engine, status=status, limit=limit, cursor=cursor)
+    except BadCursor as exc:
+        raise HTTPException(status_code=422, detail="cursor is not valid") from exc
+    return SagaPage(items=[saga_view(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/sagas/{saga_id}/retry",
+    status_code=202,
+    response_model=SagaActionAccepted,
+    responses={404: {}, 409: {"description": "The saga is not FAILED"}},
+)
+async def post_retry(
+    saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, actor: AdminDep
+) -> SagaActionAccepted:
+    """Resume a FAILED saga where it failed, with a fresh attempt budget.
+
+    The saga row is locked while the request runs: of concurrent retries one wins and
+    the others find it no longer FAILED (409).
+    """
+    try:
+        async with session.begin():
+            state = await retry_saga(session, engine, saga_id, actor=actor)
+    except SagaNotFound as exc:
+        raise HTTPException(status_code=404, detail="saga not found") from exc
+    except InvalidRequest as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    return SagaActionAccepted(saga_id=saga_id, status=state.status.value)
+
+
+@router.post(
+    "/sagas/{saga_id}/abort",
+    status_code=202,
+    response_model=SagaActionAccepted,
+    responses={404: {}, 409: {"description": "Not FAILED, or past the pivot"}},
+)
+async def post_abort(
+    saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, actor: AdminDep
+) -> SagaActionAccepted:
+    """Compensate a FAILED saga that has not passed its pivot; it ends COMPENSATED."""
+    try:
+        async with session.begin():
+            state = await abort_saga(session, engine, saga_id, actor=actor)
+    except SagaNotFound as exc:
+        raise HTTPException(status_code=404, detail="saga not found") from exc
+    except InvalidRequest as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    return SagaActionAccepted(saga_id=saga_id, status=state.status.value)
+
+
+@router.put("/faults/{participant}", response_model=FaultView)
+async def put_fault(
+    participant: Participant, body: FaultUpdate, session: SessionDep, actor: AdminDep
+) -> FaultView:
+    """Simulate a provider outage (``unavailable``) or end it (``ok``)."""
+    async with session.begin():
+        await faults.set_mode(session, participant, faults.FaultMode(body.mode))
+        await record_action(
+            session, actor=actor, action="fault.set", target=participant, detail=body.mode
+        )
+    return FaultView(participant=participant, mode=body.mode)
+
+
+@router.get("/faults/{participant}", response_model=FaultView)
+async def get_fault(participant: Participant, session: SessionDep, _: AdminDep) -> FaultView:
+    """A participant's current fault mode."""
+    mode = await faults.get_mode(session, participant)
+    return FaultView(participant=participant, mode=mode.value)
+
+
+@router.get(
+    "/dead-letters",
+    response_model=list[DeadLetterQueueView],
+    responses={503: {"description": "RabbitMQ unavailable"}},
+)
+async def get_dead_letters(
+    settings: SettingsDep, _: AdminDep, limit: Annotated[int, Query(ge=0, le=100)] = 20
+) -> list[DeadLetterQueueView]:
+    """Every dead-letter queue with its size and first messages (left in place)."""
+    topology: Topology = build_topology(settings)
+    try:
+        connection = await aio_pika.connect_robust(settings.amqp_url)
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        raise HTTPException(status_code=503, detail="rabbitmq unavailable") from exc
+    try:
+        queues = await peek(
+            connection, [topology.dead_letter_queue(q.name) for q in topology.queues], limit=limit
+        )
+    finally:
+        await connection.close()
+    return [
+        DeadLetterQueueView(
+            queue=q.queue,
+            count=q.count,
+            messages=[
+                DeadLetterView(
+                    message_id=m.message_id,
+                    message_type=m.message_type,
+                    reason=m.reason,
+                    deliveries=m.deliveries,
+                    body=m.body,
+                )
+                for m in q.messages
+            ],
+        )
+        for q in queues
+    ]
