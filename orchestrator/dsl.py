@@ -6,6 +6,7 @@ it performs I/O. Payload builders are pure functions of the saga's data.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,8 +42,8 @@ class RetryPolicy:
             raise DefinitionError("max_attempts must be at least 1")
         for name in ("initial_interval_s", "max_interval_s", "timeout_s"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise DefinitionError(f"{name} must be positive")
+            if value is not None and not (0 < value < math.inf):
+                raise DefinitionError(f"{name} must be positive and finite")
 
     def resolve(self, defaults: RetryPolicy) -> ResolvedRetryPolicy:
         """Fill the unset fields from ``defaults`` (which must set them all)."""

@@ -197,8 +197,13 @@ class SagaMachine:
     def _on_retry(self, state: SagaState, event: RetryRequested) -> Transition:
         if state.status is not SagaStatus.FAILED:
             raise InvalidRequest(f"saga is {state.status}, only a FAILED saga can be retried")
-        status = SagaStatus.RUNNING if state.phase is Phase.FORWARD else SagaStatus.COMPENSATING
-        state = replace(state, status=status, failure_reason=None)
+        forward = state.phase is Phase.FORWARD
+        status = SagaStatus.RUNNING if forward else SagaStatus.COMPENSATING
+        # While compensating, the saga still ends short of completion for the business
+        # reason it compensates for; only a forward retry clears the reason.
+        state = replace(
+            state, status=status, failure_reason=None if forward else state.rejection_reason
+        )
         if state.phase is Phase.FORWARD:
             state = state.with_step(state.cursor, error=None)
         return self._begin(

@@ -12,8 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from outbox.envelope import Envelope
 from outbox.inbox import Inbox
+from outbox.transient import is_transient
 
 log = structlog.get_logger(__name__)
+
+MAX_HOLD_BACKOFF_S = 5.0
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 """Applies one message inside the given transaction. It must not commit."""
@@ -43,9 +46,11 @@ class Consumer:
         self._sessions = sessions
         self._prefetch = prefetch
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
 
     async def run(self, channel: AbstractChannel, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then let in-flight messages finish."""
+        self._stop = stop
         await channel.set_qos(prefetch_count=self._prefetch)
         queue = await channel.get_queue(self._queue, ensure=True)
         tag = await queue.consume(self._on_message)
@@ -90,20 +95,37 @@ class Consumer:
                 await self._apply(message, envelope)
 
     async def _apply(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
-        try:
-            async with self._sessions() as session, session.begin():
-                fresh = await self._inbox.record(session, envelope)
-                if fresh:
-                    await self._handler(session, envelope)
-        except Unprocessable as exc:
-            log.error("unprocessable message dead-lettered", reason=str(exc))
-            await message.reject(requeue=False)
-            return
-        except Exception:
-            deliveries = _delivery_count(message)
-            log.exception("message handling failed, will be redelivered", delivery=deliveries)
-            await message.nack(requeue=True)
-            return
+        backoff = 0.1
+        while True:
+            try:
+                async with self._sessions() as session, session.begin():
+                    fresh = await self._inbox.record(session, envelope)
+                    if fresh:
+                        await self._handler(session, envelope)
+                break
+            except Unprocessable as exc:
+                log.error("unprocessable message dead-lettered", reason=str(exc))
+                await message.reject(requeue=False)
+                return
+            except Exception as exc:
+                if is_transient(exc) and not self._stop.is_set():
+                    # The database is briefly away (restart, failover, deadlock): keep
+                    # the message and try again instead of spending its delivery budget,
+                    # which is meant for messages that are themselves at fault.
+                    log.warning(
+                        "database unavailable, holding message",
+                        error=type(exc).__name__,
+                        retry_in_s=backoff,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_HOLD_BACKOFF_S)
+                    continue
+                log.exception(
+                    "message handling failed, will be redelivered",
+                    delivery=_delivery_count(message),
+                )
+                await message.nack(requeue=True)
+                return
         if not fresh:
             log.info("duplicate message dropped")
         await message.ack()

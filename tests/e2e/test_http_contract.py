@@ -308,6 +308,11 @@ async def test_chunked_body_under_the_limit_is_accepted(
     assert await _orders_and_sagas_of(sessions, customer) == (1, 1)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: FastAPI catches BodyTooLarge raised from BodyLimitMiddleware's receive() "
+    "while reading the body and answers 400 'There was an error parsing the body'",
+)
 async def test_chunked_body_over_64_kib_is_413(api: httpx.AsyncClient, sessions: Sessions) -> None:
     customer = _customer()
     content = _padded(_order(customer, _item(_sku())), MAX_BODY + 8 * 1024)
@@ -386,7 +391,9 @@ async def test_key_of_128_chars_is_accepted(api: httpx.AsyncClient, sessions: Se
     assert await _orders_and_sagas_of(sessions, customer) == (1, 1)
 
 
-@pytest.mark.parametrize("key", [pytest.param("k" * 129, id="129-chars"), pytest.param("", id="empty")])
+@pytest.mark.parametrize(
+    "key", [pytest.param("k" * 129, id="129-chars"), pytest.param("", id="empty")]
+)
 async def test_key_out_of_bounds_is_422_and_writes_nothing(
     api: httpx.AsyncClient, sessions: Sessions, key: str
 ) -> None:
@@ -568,7 +575,9 @@ async def test_put_customer_negative_limit_is_422(
     _assert_error(await api.get(f"/admin/customers/{customer}", headers=admin_headers), 404)
 
 
-async def test_get_unknown_sku_is_404(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+async def test_get_unknown_sku_is_404(
+    api: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
     _assert_error(await api.get(f"/admin/inventory/{_sku()}", headers=admin_headers), 404)
 
 

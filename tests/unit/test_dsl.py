@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -201,7 +202,9 @@ def test_backoff_doubles_from_the_initial_interval() -> None:
 
 
 def test_backoff_is_capped_at_the_max_interval() -> None:
-    policy = ResolvedRetryPolicy(max_attempts=10, initial_interval_s=1, max_interval_s=30, timeout_s=1)
+    policy = ResolvedRetryPolicy(
+        max_attempts=10, initial_interval_s=1, max_interval_s=30, timeout_s=1
+    )
 
     assert [policy.backoff_s(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
     assert policy.backoff_s(200) == 30.0
@@ -352,3 +355,10 @@ def test_rejection_notice_payload_carries_the_reason() -> None:
     assert c.NotifyCustomer.model_validate(payload) == c.NotifyCustomer(
         order_id=ORDER_ID, customer_id="c-42", template="order_rejected", reason="out_of_stock"
     )
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+@pytest.mark.parametrize("field", ["initial_interval_s", "max_interval_s", "timeout_s"])
+def test_non_finite_intervals_are_refused(field: str, value: float) -> None:
+    with pytest.raises(DefinitionError, match=f"{field} must be positive and finite"):
+        RetryPolicy(**{field: value})

@@ -221,7 +221,10 @@ def test_every_command_carries_the_next_message_id_it_was_given(machine: SagaMac
     t = machine.apply(
         t.state,
         ReplyReceived(
-            now=NOW, next_message_id=next_id, causation_id=t.state.pending, outcome=Outcome.SUCCEEDED
+            now=NOW,
+            next_message_id=next_id,
+            causation_id=t.state.pending,
+            outcome=Outcome.SUCCEEDED,
         ),
     )
 
@@ -825,14 +828,6 @@ def _fail_then_retry_epilogue(machine: SagaMachine) -> Transition:
     return reply(machine, t.state)  # NotifyCustomer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: SagaMachine._on_retry (orchestrator/state_machine.py:201) clears "
-        "failure_reason for every phase; a compensation or epilogue that is retried "
-        "ends COMPENSATED with failure_reason null instead of the business reason"
-    ),
-)
 @pytest.mark.parametrize(
     "scenario", [_fail_then_retry_compensation, _fail_then_retry_epilogue], ids=["comp", "epi"]
 )
