@@ -137,8 +137,9 @@ class SagaEngine:
             created_at=now,
             updated_at=now,
         )
-        # Local actions may touch other tables of the caller's transaction, but the saga
-        # row must exist first for the history's foreign key.
+        state, messages, history = await self._advance(session, record, transition, now)
+        # One insert with the state after the first moves (the row must precede its
+        # history for the foreign key; local actions do not read the saga row).
         await self._repo.add(
             session,
             saga_id=saga_id,
@@ -146,10 +147,11 @@ class SagaEngine:
             order_id=order_id,
             correlation_id=correlation_id,
             data=data,
-            state=transition.state,
+            state=state,
             now=now,
         )
-        return await self._drive(session, record, transition, now)
+        await self._persist(session, record, state, messages, history, now, update=False)
+        return state
 
     async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
         """Apply a participant's reply (called by the reply consumer)."""
@@ -239,6 +241,19 @@ class SagaEngine:
         now: datetime,
     ) -> SagaState:
         """Carry out a transition's effects, then save the final state."""
+        state, messages, history = await self._advance(session, record, transition, now)
+        await self._persist(session, record, state, messages, history, now, update=True)
+        return state
+
+    async def _advance(
+        self,
+        session: AsyncSession,
+        record: SagaRecord,
+        transition: Transition,
+        now: datetime,
+    ) -> tuple[SagaState, list[OutgoingMessage], list[HistoryEntry]]:
+        """Run local actions until the saga waits for a reply or ends; collect the
+        commands to send and the history to record."""
         machine = self._machines[record.saga_type]
         history: list[HistoryEntry] = []
         messages: list[OutgoingMessage] = []
@@ -263,7 +278,7 @@ class SagaEngine:
                 else:
                     local = effect
             if local is None:
-                break
+                return transition.state, messages, history
             result = await self._locals[local.local.handler](
                 session, self._context(record, transition.state)
             )
@@ -284,9 +299,21 @@ class SagaEngine:
                     reason=result.reason,
                 ),
             )
-        state = transition.state
+
+    async def _persist(
+        self,
+        session: AsyncSession,
+        record: SagaRecord,
+        state: SagaState,
+        messages: list[OutgoingMessage],
+        history: list[HistoryEntry],
+        now: datetime,
+        *,
+        update: bool,
+    ) -> None:
         await self._outbox.add(session, *messages)
-        await self._repo.save(session, record, state, now)
+        if update:
+            await self._repo.save(session, record, state, now)
         await self._repo.record(session, record.id, history, now)
         log.info(
             "saga advanced",
@@ -294,7 +321,6 @@ class SagaEngine:
             step=state.current_step,
             commands=[m.envelope.message_type for m in messages],
         )
-        return state
 
     def _command(
         self, record: SagaRecord, state: SagaState, effect: SendCommand

@@ -75,6 +75,9 @@ class AioPikaPublisher:
         except TimeoutError as exc:
             raise PublishFailed("no confirm before the publish timeout") from exc
         except (
+            # aio-pika raises a bare RuntimeError for a channel on a connection that is
+            # closed or still reconnecting.
+            RuntimeError,
             aio_pika.exceptions.AMQPConnectionError,
             aio_pika.exceptions.ChannelInvalidStateError,
             aiormq.exceptions.ChannelClosed,

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import Table, func, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox.errors import BrokerUnavailable, PublishFailed
 from outbox.publisher import Publisher, RawMessage
+from outbox.transient import is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -66,12 +66,17 @@ class Relay:
                 )
                 moved = 0
                 backoff = min(backoff * 2, self._options.max_backoff_s)
-            except (OperationalError, DBAPIError, OSError) as exc:
-                log.warning(
-                    "database unavailable, relay backing off",
-                    error=type(exc).__name__,
-                    delay_s=backoff,
-                )
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning(
+                        "database unavailable, relay backing off",
+                        error=type(exc).__name__,
+                        delay_s=backoff,
+                    )
+                else:
+                    # Rows stay unpublished whatever went wrong; keep going rather than
+                    # leave the outbox undrained until someone restarts the relay.
+                    log.exception("relay pass failed, backing off", delay_s=backoff)
                 moved = 0
                 backoff = min(backoff * 2, self._options.max_backoff_s)
             if moved == 0:

@@ -13,12 +13,21 @@ log = structlog.get_logger(__name__)
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Build the async engine one process shares."""
+    """Build the async engine one process shares.
+
+    No pre-ping: it costs a round trip on every checkout, and a connection that died
+    with a restarted server fails its first statement with an error every caller
+    already treats as transient (the transaction is retried or the message held).
+    No overflow either: connections beyond the pool would be opened and closed under
+    load, which costs more than waiting for a pooled one.
+    """
     return create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=0,
+        pool_timeout=30,
+        pool_recycle=1800,
+        connect_args={"timeout": 10},
     )
 
 
@@ -54,8 +63,10 @@ async def ensure_database(database_url: str) -> bool:
         quoted = '"' + name.replace('"', '""') + '"'
         try:
             await conn.execute(f"CREATE DATABASE {quoted}")
-        except asyncpg.DuplicateDatabaseError:
-            return False  # another process won the race; that is fine
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            # Another process won the race (which of the two errors depends on when
+            # the catalog noticed); the database exists, and that is all we need.
+            return False
         log.info("database created", database=name, url=redact_url(str(url)))
         return True
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from pathlib import Path
 
 import structlog
@@ -29,7 +31,10 @@ async def migrate(settings: Settings) -> None:
     created = await ensure_database(settings.database_url)
     engine = create_engine(settings.database_url, pool_size=1)
     try:
-        async with engine.begin() as connection:
+        # Alembic keeps its migration context in a module global, so two upgrades in
+        # one process must not interleave; across processes the advisory lock taken
+        # in env.py serializes them.
+        async with _process_lock(), engine.begin() as connection:
             await connection.run_sync(_upgrade)
     finally:
         await engine.dispose()
@@ -38,6 +43,19 @@ async def migrate(settings: Settings) -> None:
         url=redact_url(settings.database_url),
         created=created,
     )
+
+
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _process_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _LOCKS.get(loop)
+    if lock is None:
+        lock = _LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 def _upgrade(connection: Connection) -> None:

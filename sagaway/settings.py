@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=0.05, gt=0)
     publish_timeout_s: float = Field(default=10.0, gt=0)
-    consumer_prefetch: int = Field(default=32, ge=1, le=10_000)
+    consumer_prefetch: int = Field(default=10, ge=1, le=10_000)
+    # Connections per process. Every component of an installation, times its instances,
+    # must fit in PostgreSQL's max_connections (100 by default).
+    db_pool_size: int = Field(default=5, ge=1, le=200)
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

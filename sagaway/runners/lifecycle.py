@@ -69,10 +69,10 @@ async def connect_broker(settings: Settings, *, name: str) -> AbstractRobustConn
 
 @asynccontextmanager
 async def resources(
-    settings: Settings, *, name: str, pool_size: int = 10
+    settings: Settings, *, name: str, pool_size: int | None = None
 ) -> AsyncIterator[Resources]:
     """Open the database engine and the broker connection; close both on the way out."""
-    db = create_engine(settings.database_url, pool_size=pool_size)
+    db = create_engine(settings.database_url, pool_size=pool_size or settings.db_pool_size)
     broker = await connect_broker(settings, name=name)
     try:
         yield Resources(db=db, sessions=session_factory(db), broker=broker)

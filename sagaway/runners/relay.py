@@ -12,7 +12,7 @@ from sagaway.topology import OUTBOX_TABLES
 async def run_relay(settings: Settings) -> None:
     """Relay until SIGTERM; a batch in flight is finished (or left unpublished)."""
     stop = stop_on_signals()
-    async with resources(settings, name="sagaway-relay", pool_size=4) as res:
+    async with resources(settings, name="sagaway-relay", pool_size=2) as res:
         relay = Relay(
             engine=res.db,
             tables=list(OUTBOX_TABLES.values()),

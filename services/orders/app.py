@@ -9,10 +9,9 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 import sagaway
+from outbox.transient import is_transient
 from sagaway.database import create_engine, session_factory
 from sagaway.settings import Settings
 from sagaway.wiring import build_engine
@@ -35,7 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = create_engine(settings.database_url)
+        db = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.settings = settings
         app.state.db_engine = db
         app.state.sessions = session_factory(db)
@@ -59,21 +58,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_admin.router)
     app.include_router(routes_admin_sagas.router)
     app.include_router(routes_health.router)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(InterfaceError, _database_unavailable)
-    app.add_exception_handler(PoolTimeout, _database_unavailable)
-    app.add_exception_handler(OSError, _database_unavailable)
+    app.add_exception_handler(Exception, _unhandled)
     app.middleware("http")(_request_context)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     return app
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> Response:
+async def _unhandled(request: Request, exc: Exception) -> Response:
     # The transaction was rolled back by the session's context manager: nothing of
-    # the request is half-written. The driver's message may carry connection
-    # details, so only its type is logged.
-    log.error("database unavailable", error=type(exc).__name__, path=request.url.path)
-    return JSONResponse(status_code=503, content={"detail": "database unavailable"})
+    # the request is half-written. Driver messages may carry connection details, so
+    # only the error's type is logged for database trouble.
+    if is_transient(exc):
+        log.error("database unavailable", error=type(exc).__name__, path=request.url.path)
+        return JSONResponse(status_code=503, content={"detail": "database unavailable"})
+    log.error("unhandled error", error=type(exc).__name__, path=request.url.path, exc_info=exc)
+    return JSONResponse(status_code=500, content={"detail": "internal error"})
 
 
 async def _request_context(

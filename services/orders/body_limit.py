@@ -7,16 +7,13 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    """Raised inside ``receive`` once the body passed the limit."""
-
-
 class BodyLimitMiddleware:
     """Answers 413 when a body exceeds ``max_bytes``.
 
-    A declared ``Content-Length`` is checked before reading anything; a chunked body is
-    counted as it arrives and cut off as soon as it passes the limit, so a client cannot
-    make the server buffer an unbounded body.
+    A declared ``Content-Length`` is checked before reading anything. Otherwise the
+    body is read here, counted as it arrives and cut off as soon as it passes the
+    limit, then handed to the application from memory. It has to be read here: the
+    framework turns any error raised while *it* reads the body into a 400.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -36,29 +33,31 @@ class BodyLimitMiddleware:
                 if declared > self.max_bytes:
                     await self._refuse(send)
                     return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                # The client went away before sending its whole body.
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
                 await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body exceeds {self.max_bytes} bytes"}).encode()

@@ -77,7 +77,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+# Package scope: the components stop when the e2e tests end, so they never compete
+# with the integration tests' own consumers for the run's queues.
+@pytest.fixture(scope="package")
 def system(migrated: Settings, broker: object) -> Iterator[System]:
     """API, relay, orchestrator and the three workers, on this run's database."""
     port = free_port()
@@ -91,7 +93,7 @@ def system(migrated: Settings, broker: object) -> Iterator[System]:
     sys_.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the running API, once it reports ready."""
     async with httpx.AsyncClient(base_url=system.api_url, timeout=10) as client:

@@ -308,11 +308,6 @@ async def test_chunked_body_under_the_limit_is_accepted(
     assert await _orders_and_sagas_of(sessions, customer) == (1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: FastAPI catches BodyTooLarge raised from BodyLimitMiddleware's receive() "
-    "while reading the body and answers 400 'There was an error parsing the body'",
-)
 async def test_chunked_body_over_64_kib_is_413(api: httpx.AsyncClient, sessions: Sessions) -> None:
     customer = _customer()
     content = _padded(_order(customer, _item(_sku())), MAX_BODY + 8 * 1024)

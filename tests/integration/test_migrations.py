@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,9 +18,11 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from migrations.models import ALL_METADATA, SCHEMAS
-from sagaway.database import create_engine
+from sagaway.database import create_engine, ensure_database
 from sagaway.migrate import migrate
 from sagaway.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _include_name(name: str | None, type_: str, _: object) -> bool:
@@ -136,17 +141,53 @@ async def _assert_at_head(settings: Settings, reference: AsyncEngine) -> None:
         await engine.dispose()
 
 
-async def test_two_concurrent_migrations_of_an_empty_database_both_succeed(
-    fresh_database: Settings, db: AsyncEngine
-) -> None:
-    # The database exists but has no schema: both upgrades race on Alembic itself,
-    # which the advisory lock in migrations/env.py serialises.
-    conn = await _maintenance(fresh_database)
+async def _create_empty(settings: Settings) -> None:
+    conn = await _maintenance(settings)
     try:
-        await conn.execute(f'CREATE DATABASE "{make_url(fresh_database.database_url).database}"')
+        await conn.execute(f'CREATE DATABASE "{make_url(settings.database_url).database}"')
     finally:
         await conn.close()
 
+
+async def _sagaway_migrate(settings: Settings) -> tuple[int, str]:
+    """Run ``python -m sagaway migrate`` as its own process, as an operator would."""
+    env = {
+        **os.environ,
+        "SAGAWAY_DATABASE_URL": settings.database_url,
+        "SAGAWAY_LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sagaway",
+        "migrate",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode or 0, output.decode(errors="replace")
+
+
+async def test_two_concurrent_migrate_processes_both_succeed(
+    fresh_database: Settings, db: AsyncEngine
+) -> None:
+    # Two `sagaway migrate` at once against a database with no schema yet: the
+    # advisory lock in migrations/env.py makes the second wait, then find head.
+    await _create_empty(fresh_database)
+
+    results = await asyncio.gather(
+        _sagaway_migrate(fresh_database), _sagaway_migrate(fresh_database)
+    )
+
+    assert [code for code, _ in results] == [0, 0], results
+    await _assert_at_head(fresh_database, db)
+
+
+async def test_two_concurrent_migrate_calls_on_a_fresh_database_both_succeed(
+    fresh_database: Settings, db: AsyncEngine
+) -> None:
     results = await asyncio.gather(
         migrate(fresh_database), migrate(fresh_database), return_exceptions=True
     )
@@ -155,17 +196,23 @@ async def test_two_concurrent_migrations_of_an_empty_database_both_succeed(
     await _assert_at_head(fresh_database, db)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG sagaway.database.ensure_database: two concurrent CREATE DATABASE of the same "
-        "name fail the loser with asyncpg.UniqueViolationError (pg_database_datname_index), "
-        "not DuplicateDatabaseError, so one migrate() raises instead of finding the database"
-    ),
-)
-async def test_two_concurrent_migrations_of_a_fresh_database_both_succeed(
+async def test_concurrent_creation_of_a_missing_database_both_succeed(
+    fresh_database: Settings,
+) -> None:
+    results = await asyncio.gather(
+        ensure_database(fresh_database.database_url),
+        ensure_database(fresh_database.database_url),
+        return_exceptions=True,
+    )
+
+    assert sorted(results, key=repr) == [False, True]
+
+
+async def test_two_concurrent_migrate_calls_in_one_process_both_succeed(
     fresh_database: Settings, db: AsyncEngine
 ) -> None:
+    await _create_empty(fresh_database)
+
     results = await asyncio.gather(
         migrate(fresh_database), migrate(fresh_database), return_exceptions=True
     )
