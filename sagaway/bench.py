@@ -18,12 +18,14 @@ import contextlib
 import secrets
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
+TRANSPORT_ATTEMPTS = 3
 TERMINAL_STATUSES = ("COMPLETED", "COMPENSATED", "FAILED")
 BENCH_SKUS = tuple(f"BENCH-{n}" for n in range(1, 11))
 # Stocked with zero units, so that an order for it is rejected with ``out_of_stock``.
@@ -81,6 +83,7 @@ class BenchTally:
         http_errors: Sagas abandoned because of an HTTP error, keyed ``"<METHOD> <status>"``
             (or ``"<METHOD> <exception name>"`` when no answer came at all).
         polls: Number of ``GET /sagas/{id}`` requests sent.
+        retries: Requests sent again after a transport error (the saga went on).
     """
 
     post_ms: list[float] = field(default_factory=list)
@@ -88,6 +91,7 @@ class BenchTally:
     timeouts: int = 0
     http_errors: Counter[str] = field(default_factory=Counter)
     polls: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
 
     @property
     def finished(self) -> int:
@@ -221,6 +225,9 @@ def format_report(tally: BenchTally, *, sagas: int, concurrency: int, wall_s: fl
     if http_total:
         detail = ", ".join(f"{key} x{n}" for key, n in sorted(tally.http_errors.items()))
         lines.append(f"http errors: {detail}")
+    if tally.retries:
+        detail = ", ".join(f"{key} x{n}" for key, n in sorted(tally.retries.items()))
+        lines.append(f"retried after transport errors: {detail}")
     if tally.finished:
         lines.append(f"polls: {tally.polls} ({tally.polls / tally.finished:.1f} per finished saga)")
     return "\n".join(lines)
@@ -259,8 +266,12 @@ def run_bench(options: BenchOptions) -> int:
 
 
 async def _bench(options: BenchOptions, token: str) -> tuple[BenchTally, float]:
+    # Drop idle connections well before a server would (uvicorn: 5 s by default), so
+    # a request never goes out on a connection the server is closing.
     limits = httpx.Limits(
-        max_connections=options.concurrency, max_keepalive_connections=options.concurrency
+        max_connections=options.concurrency,
+        max_keepalive_connections=options.concurrency,
+        keepalive_expiry=2.0,
     )
     # Requests get their own generous timeout; the saga deadline is enforced separately.
     timeout = httpx.Timeout(min(30.0, options.timeout_s))
@@ -351,11 +362,18 @@ async def _one_saga(
 
     Returns None when an HTTP error ended the attempt (already recorded in ``tally``).
     """
-    try:
-        posted = await client.post("/orders", json=body)
-    except httpx.TransportError as exc:
-        tally.http_errors[f"POST {type(exc).__name__}"] += 1
-        return None
+    # Like a careful client, send an idempotency key and retry the POST when the
+    # connection fails: the key makes the retry return the first order, never a second.
+    headers = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
+    for attempt in range(1, TRANSPORT_ATTEMPTS + 1):
+        try:
+            posted = await client.post("/orders", json=body, headers=headers)
+            break
+        except httpx.TransportError as exc:
+            if attempt == TRANSPORT_ATTEMPTS:
+                tally.http_errors[f"POST {type(exc).__name__}"] += 1
+                return None
+            tally.retries[f"POST {type(exc).__name__}"] += 1
     tally.post_ms.append((time.perf_counter() - t0) * 1000)
     if posted.status_code != 202:
         tally.http_errors[f"POST {posted.status_code}"] += 1
@@ -367,8 +385,9 @@ async def _one_saga(
         try:
             answer = await client.get(saga_path)
         except httpx.TransportError as exc:
-            tally.http_errors[f"GET {type(exc).__name__}"] += 1
-            return None
+            # A poll is safe to repeat: count it and poll again.
+            tally.retries[f"GET {type(exc).__name__}"] += 1
+            continue
         if answer.status_code != 200:
             tally.http_errors[f"GET {answer.status_code}"] += 1
             return None

@@ -18,4 +18,8 @@ def run_api(settings: Settings, *, host: str, port: int) -> None:
         log_config=None,  # our structlog handler formats uvicorn's lines too
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Longer than the usual client or load-balancer idle timeout, so the client is
+        # the one that closes an idle connection (a server-side close races with a
+        # request the client is just sending).
+        timeout_keep_alive=30,
     )

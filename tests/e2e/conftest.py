@@ -83,7 +83,12 @@ def free_port() -> int:
 def system(migrated: Settings, broker: object) -> Iterator[System]:
     """API, relay, orchestrator and the three workers, on this run's database."""
     port = free_port()
-    sys_ = System(settings=migrated, api_url=f"http://127.0.0.1:{port}")
+    # Short deadlines and backoff, so the failure scenarios (retries, deadlines,
+    # FAILED) play out in seconds; generous enough that a healthy reply never misses.
+    fast = migrated.model_copy(
+        update={"step_timeout_s": 3.0, "step_backoff_s": 0.2, "step_max_attempts": 3}
+    )
+    sys_ = System(settings=fast, api_url=f"http://127.0.0.1:{port}")
     sys_.start("api", "api", "--port", str(port))
     sys_.start("relay", "relay")
     sys_.start("orchestrator", "orchestrator")
