@@ -77,3 +77,14 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
             arguments={"x-queue-type": topology.queue_type},
         )
         await dead.bind(dlx, routing_key=spec.name)
+
+
+async def message_count(channel: AbstractChannel, queue: str) -> int:
+    """Messages ready in ``queue`` right now.
+
+    Asks the broker with a raw passive declare: aio-pika's robust channels remember
+    their declarations and would answer with the count of the first one.
+    """
+    underlay = await channel.get_underlay_channel()
+    result = await underlay.queue_declare(queue, passive=True)
+    return int(result.message_count or 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -39,8 +40,13 @@ class Consumer:
         handler: Handler,
         sessions: async_sessionmaker[AsyncSession],
         prefetch: int,
+        delivery_limit: int = 5,
     ) -> None:
         self._queue = queue
+        self._delivery_limit = delivery_limit
+        # Failures seen here, for queues whose broker does not count deliveries
+        # (classic queues); bounded so a stream of distinct failures cannot grow it.
+        self._failures: OrderedDict[str, int] = OrderedDict()
         self._inbox = inbox
         self._handler = handler
         self._sessions = sessions
@@ -120,21 +126,34 @@ class Consumer:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_HOLD_BACKOFF_S)
                     continue
-                log.exception(
-                    "message handling failed, will be redelivered",
-                    delivery=_delivery_count(message),
-                )
+                deliveries = self._count_failure(message, envelope)
+                if deliveries >= self._delivery_limit:
+                    log.exception("message dead-lettered after failing", deliveries=deliveries)
+                    await message.reject(requeue=False)
+                    return
+                log.exception("message handling failed, will be redelivered", deliveries=deliveries)
                 await message.nack(requeue=True)
                 return
         if not fresh:
             log.info("duplicate message dropped")
         await message.ack()
 
+    def _count_failure(self, message: AbstractIncomingMessage, envelope: Envelope) -> int:
+        """Deliveries of this message so far, this one included.
 
-def _delivery_count(message: AbstractIncomingMessage) -> int:
-    # Quorum queues count earlier deliveries in this header.
-    value = (message.headers or {}).get("x-delivery-count", 0)
-    return int(value) + 1 if isinstance(value, int) else 1
+        Quorum queues count deliveries in ``x-delivery-count``; classic queues do not,
+        so failures are counted here instead (per process: with N consumers a poison
+        message is delivered at most N times the limit, still bounded).
+        """
+        header = (message.headers or {}).get("x-delivery-count")
+        if isinstance(header, int):
+            return header + 1
+        key = str(envelope.message_id)
+        count = self._failures.pop(key, 0) + 1
+        self._failures[key] = count
+        while len(self._failures) > 10_000:
+            self._failures.popitem(last=False)
+        return count
 
 
 class Unprocessable(Exception):

@@ -8,6 +8,8 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from outbox.amqp import message_count
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -39,8 +41,7 @@ async def peek(
     try:
         for name in queues:
             queue = await channel.get_queue(name, ensure=True)
-            declared = await channel.declare_queue(name, passive=True)
-            count = declared.declaration_result.message_count or 0
+            count = await message_count(channel, name)
             held: list[AbstractIncomingMessage] = []
             for _ in range(min(limit, count)):
                 message = await queue.get(no_ack=False, fail=False)

@@ -35,6 +35,7 @@ async def run_orchestrator(settings: Settings) -> None:
             handler=engine.handle_reply,
             sessions=res.sessions,
             prefetch=settings.consumer_prefetch,
+            delivery_limit=settings.delivery_limit,
         )
         channel = await res.broker.channel()
         await asyncio.gather(

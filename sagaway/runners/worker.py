@@ -25,6 +25,7 @@ async def run_worker(settings: Settings, participant: str) -> None:
             handler=handler.handle,
             sessions=res.sessions,
             prefetch=settings.consumer_prefetch,
+            delivery_limit=settings.delivery_limit,
         )
         channel = await res.broker.channel()
         await consumer.run(channel, stop)

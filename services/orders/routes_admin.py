@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Path
 
 from services.contracts import SKU_PATTERN
 from services.inventory import stock
+from services.ops.audit import record_action
 from services.orders.dependencies import AdminDep, SessionDep
 from services.orders.schemas import CustomerUpdate, CustomerView, InventoryUpdate, InventoryView
 from services.payment import credit
@@ -41,11 +42,18 @@ async def get_inventory(sku: Sku, session: SessionDep, _: AdminDep) -> Inventory
 
 @router.put("/customers/{customer_id}", response_model=CustomerView)
 async def put_customer(
-    customer_id: CustomerId, body: CustomerUpdate, session: SessionDep, _: AdminDep
+    customer_id: CustomerId, body: CustomerUpdate, session: SessionDep, actor: AdminDep
 ) -> CustomerView:
     """Set a customer's credit limit; authorizations are kept."""
     async with session.begin():
         c = await credit.set_limit(session, customer_id, body.credit_limit_cents)
+        await record_action(
+            session,
+            actor=actor,
+            action="customer.set_credit_limit",
+            target=customer_id,
+            detail=str(body.credit_limit_cents),
+        )
     return CustomerView(
         customer_id=c.customer_id,
         credit_limit_cents=c.credit_limit_cents,

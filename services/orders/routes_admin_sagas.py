@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 import aio_pika
+import structlog
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from orchestrator.engine import SagaNotFound
@@ -68,6 +69,7 @@ async def post_retry(
     The saga row is locked while the request runs: of concurrent retries one wins and
     the others find it no longer FAILED (409).
     """
+    structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
     try:
         async with session.begin():
             state = await retry_saga(session, engine, saga_id, actor=actor)
@@ -88,6 +90,7 @@ async def post_abort(
     saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, actor: AdminDep
 ) -> SagaActionAccepted:
     """Compensate a FAILED saga that has not passed its pivot; it ends COMPENSATED."""
+    structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
     try:
         async with session.begin():
             state = await abort_saga(session, engine, saga_id, actor=actor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import structlog
 from fastapi import APIRouter, HTTPException
 
 from orchestrator.repository import SagaRecord
@@ -42,6 +43,7 @@ def saga_view(record: SagaRecord) -> SagaView:
 @router.get("/sagas/{saga_id}", response_model=SagaView, responses={404: {}})
 async def get_saga(saga_id: uuid.UUID, session: SessionDep, engine: EngineDep) -> SagaView:
     """The saga, every step of its definition, and why it failed if it did."""
+    structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
     record = await engine.repository.get(session, saga_id)
     if record is None:
         raise HTTPException(status_code=404, detail="saga not found")

@@ -22,7 +22,7 @@ from aio_pika.abc import (
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from outbox.amqp import Topology
+from outbox.amqp import Topology, message_count
 from outbox.consumer import Consumer, Handler
 from outbox.envelope import Envelope
 from outbox.inbox import Inbox
@@ -107,10 +107,7 @@ class Harness:
         )
 
     async def ready_count(self, queue: str) -> int:
-        declared = await self.channel.declare_queue(queue, passive=True)
-        count = declared.declaration_result.message_count
-        assert count is not None
-        return count
+        return await message_count(self.channel, queue)
 
     @asynccontextmanager
     async def consumer(self) -> AsyncIterator[ObservedConsumer]:
