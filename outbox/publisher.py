@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from outbox.errors import BrokerUnavailable, PublishFailed
+
+MISSING_EXCHANGE_TTL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,29 +37,35 @@ class Publisher(Protocol):
 
 
 class AioPikaPublisher:
-    """Publisher on an aio-pika channel with confirms and ``mandatory`` set."""
+    """Publisher on an aio-pika channel with confirms and ``mandatory`` set.
 
-    def __init__(self, connection: AbstractRobustConnection, *, timeout_s: float) -> None:
+    Every publish waits for its confirm, bounded by ``timeout_s``; many run at once on
+    the one channel, so a batch costs about one confirm round trip.
+    """
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        *,
+        timeout_s: float,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         self._connection = connection
         self._timeout_s = timeout_s
+        self._max_bytes = max_message_bytes
         self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._missing: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
-    async def _get_channel(self) -> AbstractChannel:
-        async with self._lock:
-            if self._channel is None or self._channel.is_closed:
-                # on_return_raises: a mandatory message the broker cannot route comes
-                # back as an error on its confirm instead of silently vanishing.
-                self._channel = await self._connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
-            return self._channel
-
     async def publish(self, message: RawMessage) -> None:
-        """Publish persistently and wait for the confirm (bounded by the timeout)."""
+        """Publish persistently and wait for the confirm."""
+        if len(message.body) > self._max_bytes:
+            raise PublishFailed(
+                f"message of {len(message.body)} bytes exceeds the {self._max_bytes}-byte limit"
+            )
         try:
-            channel = await self._get_channel()
-            exchange = await channel.get_exchange(message.exchange, ensure=False)
+            exchange = await self._exchange(message.exchange)
             await exchange.publish(
                 aio_pika.Message(
                     body=message.body,
@@ -84,7 +93,38 @@ class AioPikaPublisher:
             ConnectionError,
             OSError,
         ) as exc:
+            self._channel = None
             raise BrokerUnavailable(f"broker link lost: {type(exc).__name__}") from exc
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        """The exchange handle, checked once per channel to exist.
+
+        Publishing to an exchange that does not exist makes the broker close the whole
+        channel, failing every publish in flight; checking first turns a missing
+        exchange into a failure of the messages addressed to it alone.
+        """
+        missing_since = self._missing.get(name)
+        if missing_since is not None and time.monotonic() - missing_since < MISSING_EXCHANGE_TTL_S:
+            raise PublishFailed(f"exchange {name!r} does not exist")
+        async with self._lock:
+            if self._channel is None or self._channel.is_closed:
+                # on_return_raises: a mandatory message the broker cannot route comes
+                # back as an error on its confirm instead of silently vanishing.
+                self._channel = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                self._exchanges.clear()
+            exchange = self._exchanges.get(name)
+            if exchange is None:
+                try:
+                    exchange = await self._channel.get_exchange(name, ensure=True)
+                except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                    self._missing[name] = time.monotonic()
+                    self._channel = None
+                    raise PublishFailed(f"exchange {name!r} does not exist") from exc
+                self._missing.pop(name, None)
+                self._exchanges[name] = exchange
+            return exchange
 
 
 def _describe(exc: aio_pika.exceptions.DeliveryError) -> str:

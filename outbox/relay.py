@@ -6,37 +6,69 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import Table, func, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import ARRAY, BigInteger, Table, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from outbox import metrics
 from outbox.errors import BrokerUnavailable, PublishFailed
 from outbox.publisher import Publisher, RawMessage
 from outbox.transient import is_transient
+from outbox.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RelayOptions:
-    """How the relay batches and paces its work."""
+    """How the relay batches, paces and gives up.
 
-    batch_size: int = 200
-    poll_interval_s: float = 0.05
-    max_backoff_s: float = 5.0
+    Attributes:
+        batch_size: rows claimed at once.
+        concurrency: claim-publish-mark loops per process; while one waits for its
+            confirms another claims, so the broker link never idles.
+        poll_interval_s: fallback poll while NOTIFY wake-ups arrive.
+        unlistened_poll_s: poll interval while the LISTEN connection is down.
+        lease_s: how long a claim holds; a relay that dies mid-batch releases its rows
+            when it runs out.
+        max_attempts: failed publishes of one row before it is parked as dead.
+        retry_backoff_s: first delay before a failed row is tried again (doubling).
+        retry_backoff_cap_s: longest such delay.
+        outage_backoff_cap_s: longest pause while the broker or database is down.
+    """
+
+    batch_size: int = 500
+    concurrency: int = 2
+    poll_interval_s: float = 1.0
+    unlistened_poll_s: float = 0.05
+    lease_s: float = 30.0
+    max_attempts: int = 10
+    retry_backoff_s: float = 1.0
+    retry_backoff_cap_s: float = 60.0
+    outage_backoff_cap_s: float = 5.0
+
+
+@dataclass(slots=True)
+class _Outcome:
+    published: list[int] = field(default_factory=list)
+    failed: list[tuple[int, int, str]] = field(default_factory=list)  # id, attempts, error
+    released: list[int] = field(default_factory=list)
+    broker_error: BrokerUnavailable | None = None
 
 
 class Relay:
-    """Claims unpublished rows with ``FOR UPDATE SKIP LOCKED`` and publishes them.
+    """Claims unpublished rows under a lease, publishes them, marks them published.
 
-    A row is marked published only after the broker confirmed it, in the same
-    transaction that holds its lock, so a crash at any point leaves it unpublished
-    and it is sent again: delivery is at least once, and consumers drop repeats by
-    ``message_id``. Several relays share the work: a claimed row is skipped by the
-    others, and a row is only claimable when no earlier row of its saga is still
-    unpublished, which keeps each saga's messages in the order they were written.
+    Claiming is a short transaction that stamps the rows with a lease and a fencing
+    token; no transaction stays open while the broker is talked to. A row is marked
+    published only after the broker confirmed it, and only if the claim is still this
+    relay's, so a crash anywhere leaves it to be published again: delivery is at
+    least once and consumers drop repeats by ``message_id``. A row is claimable only
+    when no earlier row of its saga is unpublished (claimed, failing or dead
+    included), so any number of relays keep each saga's messages in written order.
     """
 
     def __init__(
@@ -46,26 +78,40 @@ class Relay:
         tables: Sequence[Table],
         publisher: Publisher,
         options: RelayOptions,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self._engine = engine
         self._tables = tuple(tables)
         self._publisher = publisher
         self._options = options
+        self._wakeup = wakeup
+        self._sql = {t.fullname: _Statements(t) for t in self._tables}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set; back off while the database or broker is down."""
-        backoff = self._options.poll_interval_s
-        log.info("relay started", tables=[t.fullname for t in self._tables])
+        log.info(
+            "relay started",
+            tables=[t.fullname for t in self._tables],
+            concurrency=self._options.concurrency,
+        )
+        await asyncio.gather(*(self._loop(stop, n) for n in range(self._options.concurrency)))
+        log.info("relay stopped")
+
+    async def _loop(self, stop: asyncio.Event, worker: int) -> None:
+        backoff = self._options.unlistened_poll_s
         while not stop.is_set():
+            if self._wakeup is not None:
+                self._wakeup.clear()
             try:
                 moved = await self.drain_once()
-                backoff = self._options.poll_interval_s
+                backoff = self._options.unlistened_poll_s
             except BrokerUnavailable as exc:
                 log.warning(
                     "broker unavailable, relay backing off", error=str(exc), delay_s=backoff
                 )
-                moved = 0
-                backoff = min(backoff * 2, self._options.max_backoff_s)
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, self._options.outage_backoff_cap_s)
+                continue
             except Exception as exc:
                 if is_transient(exc):
                     log.warning(
@@ -74,102 +120,186 @@ class Relay:
                         delay_s=backoff,
                     )
                 else:
-                    # Rows stay unpublished whatever went wrong; keep going rather than
-                    # leave the outbox undrained until someone restarts the relay.
+                    # Rows stay unpublished whatever went wrong; keep going rather
+                    # than leave the outbox undrained until someone restarts us.
                     log.exception("relay pass failed, backing off", delay_s=backoff)
-                moved = 0
-                backoff = min(backoff * 2, self._options.max_backoff_s)
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, self._options.outage_backoff_cap_s)
+                continue
             if moved == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-        log.info("relay stopped")
+                await self._idle(stop)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        listening = self._wakeup is not None and self._wakeup.listening
+        timeout = self._options.poll_interval_s if listening else self._options.unlistened_poll_s
+        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
+        if self._wakeup is not None:
+            waiters.append(asyncio.ensure_future(self._wakeup.wait()))
+        _, pending = await asyncio.wait(
+            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
 
     async def drain_once(self) -> int:
-        """One pass over every outbox table; returns how many rows were published."""
+        """Publish what every table has ready, batch after batch; returns the count."""
         total = 0
         for table in self._tables:
-            total += await self._drain_batch(table)
+            while True:
+                moved, full = await self._drain_batch(table)
+                total += moved
+                if not full:
+                    break
         return total
 
-    async def _drain_batch(self, table: Table) -> int:
-        async with self._engine.connect() as conn, conn.begin():
-            rows = await self._claim(conn, table)
-            if not rows:
-                return 0
-            results = await asyncio.gather(
-                *(self._publisher.publish(row) for row in rows), return_exceptions=True
+    async def _drain_batch(self, table: Table) -> tuple[int, bool]:
+        sql = self._sql[table.fullname]
+        token = uuid.uuid4()
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sql.claim,
+                {"limit": self._options.batch_size, "lease": self._options.lease_s, "token": token},
             )
-            published: list[str] = []
-            failed: list[tuple[str, str]] = []
-            broker_down: BaseException | None = None
-            for row, outcome in zip(rows, results, strict=True):
-                if outcome is None:
-                    published.append(row.message_id)
-                elif isinstance(outcome, PublishFailed):
-                    failed.append((row.message_id, str(outcome)))
-                elif isinstance(outcome, BrokerUnavailable):
-                    broker_down = outcome
-                else:
-                    raise outcome
-            await self._mark(conn, table, published, failed)
-        if failed:
-            log.warning("messages not published", table=table.fullname, failures=failed[:5])
-        if broker_down is not None:
-            raise BrokerUnavailable(str(broker_down))
-        if published:
-            log.debug("published", table=table.fullname, count=len(published))
-        return len(published)
+            rows = sorted(result.all(), key=lambda r: r.id)
+        if not rows:
+            return 0, False
+        outcome = await self._publish(rows)
+        async with self._engine.begin() as conn:
+            if outcome.published:
+                await conn.execute(sql.mark_published, {"ids": outcome.published, "token": token})
+            if outcome.released:
+                await conn.execute(sql.release, {"ids": outcome.released, "token": token})
+            for row_id, attempts, error in outcome.failed:
+                dead = attempts + 1 >= self._options.max_attempts
+                delay = min(
+                    self._options.retry_backoff_s * 2**attempts, self._options.retry_backoff_cap_s
+                )
+                await conn.execute(
+                    sql.mark_failed,
+                    {
+                        "id": row_id,
+                        "token": token,
+                        "error": error[:1000],
+                        "delay": delay,
+                        "dead": dead,
+                    },
+                )
+                if dead:
+                    metrics.DEAD.labels(table.fullname).inc()
+                    log.error(
+                        "outbox message parked as dead",
+                        table=table.fullname,
+                        row_id=row_id,
+                        attempts=attempts + 1,
+                        error=error,
+                    )
+        if outcome.failed:
+            log.warning(
+                "messages not published, will retry",
+                table=table.fullname,
+                failures=[(i, e) for i, _, e in outcome.failed[:5]],
+            )
+        metrics.PUBLISHED.labels(table.fullname).inc(len(outcome.published))
+        if outcome.broker_error is not None:
+            raise outcome.broker_error
+        return len(outcome.published), len(rows) >= self._options.batch_size
 
-    async def _claim(self, conn: AsyncConnection, table: Table) -> list[RawMessage]:
-        # The NOT EXISTS sees rows another relay has locked but not yet marked (they
-        # are still unpublished to us), so a later row of the same saga waits for them.
-        result = await conn.execute(
-            text(
-                f"""
-                SELECT o.message_id, o.message_type, o.correlation_id, o.exchange,
-                       o.routing_key, o.body
-                  FROM {table.fullname} AS o
-                 WHERE o.published_at IS NULL
+    async def _publish(self, rows: Sequence[object]) -> _Outcome:
+        messages = [
+            RawMessage(
+                message_id=str(r.message_id),  # type: ignore[attr-defined]
+                message_type=r.message_type,  # type: ignore[attr-defined]
+                correlation_id=str(r.correlation_id),  # type: ignore[attr-defined]
+                exchange=r.exchange,  # type: ignore[attr-defined]
+                routing_key=r.routing_key,  # type: ignore[attr-defined]
+                body=bytes(r.body),  # type: ignore[attr-defined]
+            )
+            for r in rows
+        ]
+        with metrics.PUBLISH_SECONDS.time():
+            results = await asyncio.gather(
+                *(self._publisher.publish(m) for m in messages), return_exceptions=True
+            )
+        outcome = _Outcome()
+        confirmed_at = datetime.now(UTC)
+        for row, result in zip(rows, results, strict=True):
+            row_id: int = row.id  # type: ignore[attr-defined]
+            if result is None:
+                outcome.published.append(row_id)
+                created_at: datetime = row.created_at  # type: ignore[attr-defined]
+                metrics.LAG_SECONDS.observe(max(0.0, (confirmed_at - created_at).total_seconds()))
+            elif isinstance(result, PublishFailed):
+                outcome.failed.append((row_id, row.attempts, str(result)))  # type: ignore[attr-defined]
+            elif isinstance(result, BrokerUnavailable):
+                # Not the message's fault: hand the row back at once, uncounted.
+                outcome.released.append(row_id)
+                outcome.broker_error = result
+            elif isinstance(result, BaseException):
+                outcome.released.append(row_id)
+                log.error("unexpected publish error", error=repr(result))
+        return outcome
+
+
+class _Statements:
+    """The relay's SQL for one outbox table, built once."""
+
+    def __init__(self, table: Table) -> None:
+        t = table.fullname
+        ids = bindparam("ids", type_=ARRAY(BigInteger))
+        # The NOT EXISTS sees rows another relay claimed but has not yet marked (they
+        # are unpublished to us), so a later row of the same saga waits for them.
+        self.claim = text(
+            f"""
+            WITH ready AS (
+                SELECT o.id FROM {t} AS o
+                 WHERE o.published_at IS NULL AND o.dead_at IS NULL
+                   AND (o.claimed_until IS NULL OR o.claimed_until < now())
+                   AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
                    AND NOT EXISTS (
-                         SELECT 1 FROM {table.fullname} AS e
+                         SELECT 1 FROM {t} AS e
                           WHERE e.saga_id = o.saga_id
                             AND e.published_at IS NULL
                             AND e.id < o.id)
                  ORDER BY o.id
                  LIMIT :limit
-                   FOR UPDATE OF o SKIP LOCKED
-                """
-            ),
-            {"limit": self._options.batch_size},
+                   FOR UPDATE OF o SKIP LOCKED)
+            UPDATE {t} AS u
+               SET claimed_until = now() + make_interval(secs => :lease),
+                   claim_token = :token
+              FROM ready
+             WHERE u.id = ready.id
+            RETURNING u.id, u.message_id, u.message_type, u.correlation_id, u.exchange,
+                      u.routing_key, u.body, u.attempts, u.created_at
+            """
         )
-        return [
-            RawMessage(
-                message_id=str(r.message_id),
-                message_type=r.message_type,
-                correlation_id=str(r.correlation_id),
-                exchange=r.exchange,
-                routing_key=r.routing_key,
-                body=bytes(r.body),
-            )
-            for r in result
-        ]
+        # clock_timestamp(), not now(): the moment of marking, after the confirm, so
+        # published_at - created_at is the real commit-to-publish delay.
+        self.mark_published = text(
+            f"""
+            UPDATE {t}
+               SET published_at = clock_timestamp(), attempts = attempts + 1,
+                   claimed_until = NULL, claim_token = NULL, next_attempt_at = NULL
+             WHERE id = ANY(:ids) AND claim_token = :token
+            """
+        ).bindparams(ids)
+        self.release = text(
+            f"""
+            UPDATE {t} SET claimed_until = NULL, claim_token = NULL
+             WHERE id = ANY(:ids) AND claim_token = :token
+            """
+        ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+        self.mark_failed = text(
+            f"""
+            UPDATE {t}
+               SET attempts = attempts + 1, last_error = :error,
+                   next_attempt_at = clock_timestamp() + make_interval(secs => :delay),
+                   dead_at = CASE WHEN :dead THEN clock_timestamp() END,
+                   claimed_until = NULL, claim_token = NULL
+             WHERE id = :id AND claim_token = :token
+            """
+        )
 
-    async def _mark(
-        self,
-        conn: AsyncConnection,
-        table: Table,
-        published: list[str],
-        failed: list[tuple[str, str]],
-    ) -> None:
-        if published:
-            await conn.execute(
-                update(table)
-                .where(table.c.message_id.in_([uuid.UUID(m) for m in published]))
-                .values(published_at=func.now(), attempts=table.c.attempts + 1)
-            )
-        for message_id, error in failed:
-            await conn.execute(
-                update(table)
-                .where(table.c.message_id == uuid.UUID(message_id))
-                .values(attempts=table.c.attempts + 1, last_error=error[:1000])
-            )
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -26,7 +26,9 @@ def outbox_table(metadata: MetaData) -> Table:
 
     ``id`` orders a saga's messages as they were written; the relay never uses it as a
     high-water mark (a lower id can commit after a higher one), it claims any
-    unpublished row instead.
+    unpublished row instead. A claim is a lease (``claimed_until``) with a fencing
+    token (``claim_token``): a relay that died mid-batch loses its rows when the lease
+    runs out, and a relay whose lease ran out cannot mark rows another relay took.
     """
     schema = metadata.schema
     return Table(
@@ -44,14 +46,21 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("published_at", DateTime(timezone=True)),
         Column("attempts", Integer, nullable=False, server_default=text("0")),
         Column("last_error", Text),
-        # The relay's claim reads only unpublished rows; a partial index keeps that
+        Column("claimed_until", DateTime(timezone=True)),
+        Column("claim_token", Uuid),
+        Column("next_attempt_at", DateTime(timezone=True)),
+        # Set when the relay gave up on the row; it stays (blocking only its saga's
+        # later messages) until an operator deals with it.
+        Column("dead_at", DateTime(timezone=True)),
+        # The relay's claim reads only rows still to send; a partial index keeps that
         # query independent of how many published rows are still kept.
         Index(
-            f"ix_{schema}_outbox_unpublished",
+            f"ix_{schema}_outbox_pending",
             "id",
-            postgresql_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL AND dead_at IS NULL"),
         ),
-        # Serves the per-saga ordering check of the claim.
+        # Serves the per-saga ordering check of the claim (dead rows included: they
+        # hold back their own saga).
         Index(
             f"ix_{schema}_outbox_saga_unpublished",
             "saga_id",
@@ -64,6 +73,7 @@ def outbox_table(metadata: MetaData) -> Table:
 def inbox_table(metadata: MetaData) -> Table:
     """Messages a consumer already processed, recorded in the same transaction as the
     effect, so a redelivery hits the primary key and is dropped."""
+    schema = metadata.schema
     return Table(
         "inbox",
         metadata,
@@ -72,4 +82,6 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("message_type", String(128), nullable=False),
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("consumer", "message_id"),
+        # Lets the janitor find rows past their retention without scanning the table.
+        Index(f"ix_{schema}_inbox_received", "received_at"),
     )

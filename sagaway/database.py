@@ -46,15 +46,7 @@ async def ensure_database(database_url: str) -> bool:
     name = url.database
     if not name:
         raise ValueError("SAGAWAY_DATABASE_URL names no database")
-    maintenance = url.set(drivername="postgresql", database="postgres")
-    # asyncpg takes ``ssl`` as a keyword, not a query argument; pass it through so a
-    # TLS-only server works for the maintenance connection too.
-    ssl = url.query.get("ssl")
-    maintenance = maintenance.difference_update_query(["ssl"])
-    conn = await asyncpg.connect(
-        maintenance.render_as_string(hide_password=False),
-        **({"ssl": ssl} if isinstance(ssl, str) else {}),
-    )
+    conn = await raw_connect(database_url, database="postgres")
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if exists:
@@ -71,3 +63,19 @@ async def ensure_database(database_url: str) -> bool:
         return True
     finally:
         await conn.close()
+
+
+async def raw_connect(database_url: str, *, database: str | None = None) -> asyncpg.Connection:
+    """A plain asyncpg connection (for LISTEN, or the maintenance database)."""
+    url = make_url(database_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    # asyncpg takes ``ssl`` as a keyword, not a query argument; pass it through so a
+    # TLS-only server works here too.
+    ssl = url.query.get("ssl")
+    url = url.difference_update_query(["ssl"])
+    return await asyncpg.connect(
+        url.render_as_string(hide_password=False),
+        timeout=10,
+        **({"ssl": ssl} if isinstance(ssl, str) else {}),
+    )

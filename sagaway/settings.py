@@ -32,9 +32,18 @@ class Settings(BaseSettings):
 
     default_credit_limit_cents: int = Field(default=100_000, ge=0)
 
-    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
-    relay_poll_interval_s: float = Field(default=0.05, gt=0)
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_concurrency: int = Field(default=2, ge=1, le=16)
+    relay_poll_interval_s: float = Field(default=1.0, gt=0)
+    relay_lease_s: float = Field(default=30.0, gt=0)
+    relay_max_attempts: int = Field(default=10, ge=1)
     publish_timeout_s: float = Field(default=10.0, gt=0)
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    outbox_retention_s: float = Field(default=3600.0, ge=0)
+    inbox_retention_s: float = Field(default=7 * 86400.0, ge=60)
+    # Port of this process's Prometheus /metrics endpoint; unset means none. The API
+    # serves /metrics on its own port regardless.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     consumer_prefetch: int = Field(default=10, ge=1, le=10_000)
     # Connections per process. Every component of an installation, times its instances,
     # must fit in PostgreSQL's max_connections (100 by default).

@@ -1,25 +1,57 @@
-"""``sagaway relay``: drains every outbox to RabbitMQ."""
+"""``sagaway relay``: drains every outbox to RabbitMQ and keeps the tables small."""
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
+
+from outbox.janitor import Janitor, Retention
 from outbox.publisher import AioPikaPublisher
 from outbox.relay import Relay, RelayOptions
+from outbox.wakeup import Wakeup
+from sagaway.database import raw_connect
+from sagaway.metrics_server import serve_metrics
 from sagaway.runners.lifecycle import resources, stop_on_signals
 from sagaway.settings import Settings
-from sagaway.topology import OUTBOX_TABLES
+from sagaway.topology import INBOX_TABLES, OUTBOX_TABLES
+
+
+def relay_options(settings: Settings) -> RelayOptions:
+    """The relay's options from settings."""
+    return RelayOptions(
+        batch_size=settings.relay_batch_size,
+        concurrency=settings.relay_concurrency,
+        poll_interval_s=settings.relay_poll_interval_s,
+        lease_s=settings.relay_lease_s,
+        max_attempts=settings.relay_max_attempts,
+    )
 
 
 async def run_relay(settings: Settings) -> None:
-    """Relay until SIGTERM; a batch in flight is finished (or left unpublished)."""
+    """Relay until SIGTERM; a batch in flight is finished (or left to its lease)."""
     stop = stop_on_signals()
-    async with resources(settings, name="sagaway-relay", pool_size=2) as res:
+    serve_metrics(settings)
+    async with resources(
+        settings, name="sagaway-relay", pool_size=settings.relay_concurrency + 2
+    ) as res:
+        wakeup = Wakeup(partial(raw_connect, settings.database_url))
         relay = Relay(
             engine=res.db,
             tables=list(OUTBOX_TABLES.values()),
-            publisher=AioPikaPublisher(res.broker, timeout_s=settings.publish_timeout_s),
-            options=RelayOptions(
-                batch_size=settings.relay_batch_size,
-                poll_interval_s=settings.relay_poll_interval_s,
+            publisher=AioPikaPublisher(
+                res.broker,
+                timeout_s=settings.publish_timeout_s,
+                max_message_bytes=settings.max_message_bytes,
+            ),
+            options=relay_options(settings),
+            wakeup=wakeup,
+        )
+        janitor = Janitor(
+            engine=res.db,
+            outboxes=list(OUTBOX_TABLES.values()),
+            inboxes=list(INBOX_TABLES.values()),
+            retention=Retention(
+                outbox_s=settings.outbox_retention_s, inbox_s=settings.inbox_retention_s
             ),
         )
-        await relay.run(stop)
+        await asyncio.gather(wakeup.run(stop), relay.run(stop), janitor.run(stop))

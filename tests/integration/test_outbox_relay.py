@@ -23,7 +23,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator.tables import outbox
@@ -256,7 +256,7 @@ async def test_a_publisher_on_a_lost_connection_reports_the_broker_unavailable(
         assert row.published_at is None
 
 
-async def test_an_unroutable_message_is_not_marked_published(
+async def test_an_unroutable_message_backs_off_then_is_parked_dead_blocking_only_its_saga(
     db: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
     publisher: AioPikaPublisher,
@@ -267,7 +267,12 @@ async def test_an_unroutable_message_is_not_marked_published(
     behind_it = message(target, saga_id=stuck_saga, seq=1)
     other_saga = message(target)
     await write(sessions, unroutable, behind_it, other_saga)
-    the_relay = relay(db, publisher)
+    the_relay = Relay(
+        engine=db,
+        tables=[outbox],
+        publisher=publisher,
+        options=RelayOptions(batch_size=200, max_attempts=3, retry_backoff_s=60),
+    )
 
     await drain_until_published(the_relay, db, [other_saga])
     await the_relay.drain_once()
@@ -275,15 +280,46 @@ async def test_an_unroutable_message_is_not_marked_published(
     found = await rows(db, [unroutable, behind_it, other_saga])
     failed = found[unroutable.envelope.message_id]
     assert failed.published_at is None
-    assert failed.attempts >= 2  # retried on every pass, each attempt counted
-    assert failed.last_error is not None
-    assert "NO_ROUTE" in failed.last_error
+    # Backed off: a pass right after the failure does not try it again.
+    assert failed.attempts == 1
+    assert failed.last_error is not None and "NO_ROUTE" in failed.last_error
     # The saga's next message waits behind the stuck one: a saga's order is kept.
     waiting = found[behind_it.envelope.message_id]
     assert (waiting.published_at, waiting.attempts) == (None, 0)
     assert found[other_saga.envelope.message_id].attempts == 1
     [received] = await take(target.queue, 1)
     assert received.message_id == str(other_saga.envelope.message_id)
+
+    # Past its backoff it is tried again; after max_attempts it is parked as dead.
+    for attempt in (2, 3):
+        await _due_now(db, unroutable)
+        await the_relay.drain_once()
+        row = (await rows(db, [unroutable]))[unroutable.envelope.message_id]
+        assert row.attempts == attempt
+    async with db.connect() as conn:
+        dead_at, published_at = (
+            await conn.execute(
+                select(outbox.c.dead_at, outbox.c.published_at).where(
+                    outbox.c.message_id == unroutable.envelope.message_id
+                )
+            )
+        ).one()
+    assert dead_at is not None and published_at is None
+    await _due_now(db, unroutable)
+    await the_relay.drain_once()
+    assert (await rows(db, [unroutable]))[unroutable.envelope.message_id].attempts == 3
+    # Still blocking only its own saga.
+    assert (await rows(db, [behind_it]))[behind_it.envelope.message_id].published_at is None
+
+
+async def _due_now(db: AsyncEngine, written: OutgoingMessage) -> None:
+    """Pretend the row's backoff has passed."""
+    async with db.begin() as conn:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.message_id == written.envelope.message_id)
+            .values(next_attempt_at=func.now())
+        )
 
 
 async def test_a_lower_id_committed_later_is_still_published(

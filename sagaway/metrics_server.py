@@ -1,0 +1,18 @@
+"""Each component's Prometheus endpoint."""
+
+from __future__ import annotations
+
+import structlog
+from prometheus_client import start_http_server
+
+from sagaway.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def serve_metrics(settings: Settings) -> None:
+    """Serve /metrics on ``SAGAWAY_METRICS_PORT`` in a background thread, if set."""
+    if settings.metrics_port is None:
+        return
+    start_http_server(settings.metrics_port, addr="127.0.0.1")
+    log.info("metrics served", url=f"http://127.0.0.1:{settings.metrics_port}/metrics")
