@@ -29,11 +29,23 @@ class Wakeup:
         self._channel = channel
         self._event = asyncio.Event()
         self._lost = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._everything = True
         self.listening = False
 
     def clear(self) -> None:
         """Forget wake-ups seen so far (call before looking for work)."""
         self._event.clear()
+
+    def take(self) -> set[str] | None:
+        """The payloads (outbox schemas) notified since the last call, or None when
+        anything may have changed unseen (just (re)connected): look everywhere."""
+        if self._everything:
+            self._everything = False
+            self._dirty.clear()
+            return None
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     async def wait(self) -> None:
         """Until the next notification."""
@@ -53,7 +65,8 @@ class Wakeup:
                 backoff = 0.1
                 log.info("listening for outbox notifications", channel=self._channel)
                 # A row committed while we were not listening gets no notification:
-                # wake the relay once so it looks.
+                # wake the relay once so it looks everywhere.
+                self._everything = True
                 self._event.set()
                 await _first(stop.wait(), self._lost.wait())
             except Exception as exc:
@@ -72,7 +85,8 @@ class Wakeup:
                     except Exception:
                         connection.terminate()
 
-    def _on_notify(self, *_: object) -> None:
+    def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        self._dirty.add(payload)
         self._event.set()
 
 

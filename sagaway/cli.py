@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import structlog
@@ -119,7 +120,39 @@ def seed() -> None:
 
 
 @app.command()
+def asyncapi(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the document to this file instead of printing it.",
+            dir_okay=False,
+            writable=True,
+        ),
+    ] = None,
+) -> None:
+    """Print the AsyncAPI 3.0 document of sagaway's messages (commands, replies, envelope,
+    exchanges, queues and routing keys), generated from the code for this installation's
+    SAGAWAY_NAMESPACE and SAGAWAY_QUEUE_TYPE. The API serves the same at /asyncapi.json."""
+    from sagaway.asyncapi import render_asyncapi
+
+    # No logging set up: stdout carries the document alone, fit for a pipe.
+    document = render_asyncapi(Settings())
+    if output is None:
+        typer.echo(document, nl=False)
+    else:
+        output.write_text(document, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
+bench_app = typer.Typer(no_args_is_help=False)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
 def bench(
+    ctx: typer.Context,
     url: Annotated[
         str, typer.Option(help="Base URL of the running sagaway API to drive.")
     ] = "http://127.0.0.1:8000",
@@ -172,7 +205,11 @@ def bench(
     workers, poll each saga to its terminal state, then print throughput (sagas/s),
     p50/p95/p99 latency from POST to terminal state, and the outcome mix.
 
-    Exit code: 0 clean, 1 on any timeout or HTTP error, 2 when setup is impossible."""
+    Exit code: 0 clean, 1 on any timeout or HTTP error, 2 when setup is impossible.
+
+    `sagaway bench relay` measures the outbox relay alone (see its --help)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from sagaway.bench import BenchOptions, run_bench
 
     raise typer.Exit(
@@ -186,5 +223,44 @@ def bench(
                 reject_every=reject_every,
                 poll_interval_s=poll_interval_s,
             )
+        )
+    )
+
+
+@bench_app.command("relay")
+def bench_relay(
+    messages: Annotated[
+        int, typer.Option(help="Rows prefilled into the outbox for each drain phase.", min=100)
+    ] = 100_000,
+    latency_rate: Annotated[
+        float, typer.Option(help="Single-row inserts per second in the latency phase.", min=1)
+    ] = 200.0,
+    latency_seconds: Annotated[
+        float, typer.Option(help="How long the latency phase inserts.", min=1)
+    ] = 10.0,
+    steady_rate: Annotated[
+        float,
+        typer.Option(
+            help="Inserts per second while two relays drain (the 'rows arriving' phase).", min=1
+        ),
+    ] = 2000.0,
+) -> None:
+    """Benchmark the outbox relay against RabbitMQ's own limit, measured in the same run:
+    raw publishers with confirms (1 and 2 processes, no database) vs 1 and 2 relay
+    processes draining a prefilled outbox, a drain while rows keep arriving, and
+    commit-to-publish latency under a steady insert load. Uses a schema and queue of
+    its own, removed afterwards; the configured PostgreSQL must be migrated."""
+    from sagaway.bench_relay import RelayBenchOptions, run_relay_bench
+
+    settings = _settings("bench")
+    raise typer.Exit(
+        run_relay_bench(
+            settings,
+            RelayBenchOptions(
+                messages=messages,
+                latency_rate=latency_rate,
+                latency_seconds=latency_seconds,
+                steady_rate=steady_rate,
+            ),
         )
     )

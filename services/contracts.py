@@ -74,3 +74,119 @@ COMMAND_FAILED = "CommandFailed"
 
 OUT_OF_STOCK = "out_of_stock"
 INSUFFICIENT_FUNDS = "insufficient_funds"
+
+
+# Reply payloads. Every reply carries the participant protocol's ``outcome`` and
+# ``reason`` (see ``orchestrator.protocol.make_reply``) plus the detail keys its handler
+# adds; ``outcome`` values are those of ``orchestrator.state.Outcome``.
+
+
+class InventoryReserved(_Contract):
+    """Every line of the order is reserved."""
+
+    outcome: Literal["succeeded"]
+    reason: None = None
+    reused: bool = Field(
+        default=False,
+        description="True when the reply repeats an earlier attempt's reservation "
+        "(the stock was touched once).",
+    )
+
+
+class InventoryReservationRejected(_Contract):
+    """Nothing was reserved: a SKU is unknown or short of stock."""
+
+    outcome: Literal["rejected"]
+    reason: Literal["out_of_stock"]
+    skus: list[str] | None = Field(
+        default=None,
+        description="The SKUs that were short; absent when the reply repeats an earlier "
+        "decision for the saga.",
+    )
+
+
+class InventoryReleased(_Contract):
+    """The saga's reservation is given back (or there was none to give back)."""
+
+    outcome: Literal["succeeded"]
+    reason: None = None
+
+
+class PaymentAuthorized(_Contract):
+    """The order total is authorized against the customer's credit."""
+
+    outcome: Literal["succeeded"]
+    reason: None = None
+    reused: bool = Field(
+        default=False,
+        description="True when the reply repeats an earlier attempt's authorization "
+        "(the credit was touched once).",
+    )
+
+
+class PaymentRejected(_Contract):
+    """The customer's remaining credit does not cover the order total."""
+
+    outcome: Literal["rejected"]
+    reason: Literal["insufficient_funds"]
+    remaining_cents: int | None = Field(
+        default=None,
+        description="The customer's remaining credit when the decision was made; absent "
+        "when the reply repeats an earlier decision for the saga.",
+    )
+
+
+class PaymentVoided(_Contract):
+    """The saga's authorization is released (or there was none to release)."""
+
+    outcome: Literal["succeeded"]
+    reason: None = None
+
+
+class CustomerNotified(_Contract):
+    """The customer's message is recorded."""
+
+    outcome: Literal["succeeded"]
+    reason: None = None
+
+
+class CommandFailed(_Contract):
+    """A technical failure (an outage, a command that arrived too late): the
+    orchestrator retries the step with backoff until its attempts run out."""
+
+    outcome: Literal["failed"]
+    reason: str = Field(max_length=500)
+
+
+COMMAND_MODELS: dict[str, type[BaseModel]] = {
+    "ReserveInventory": ReserveInventory,
+    "ReleaseInventory": ReleaseInventory,
+    "AuthorizePayment": AuthorizePayment,
+    "VoidPayment": VoidPayment,
+    "NotifyCustomer": NotifyCustomer,
+}
+"""Command message type → the model of its payload."""
+
+REPLY_MODELS: dict[str, type[BaseModel]] = {
+    INVENTORY_RESERVED: InventoryReserved,
+    INVENTORY_RESERVATION_REJECTED: InventoryReservationRejected,
+    INVENTORY_RELEASED: InventoryReleased,
+    PAYMENT_AUTHORIZED: PaymentAuthorized,
+    PAYMENT_REJECTED: PaymentRejected,
+    PAYMENT_VOIDED: PaymentVoided,
+    CUSTOMER_NOTIFIED: CustomerNotified,
+    COMMAND_FAILED: CommandFailed,
+}
+"""Reply message type → the model of its payload."""
+
+REPLIES: dict[str, tuple[str, ...]] = {
+    "ReserveInventory": (INVENTORY_RESERVED, INVENTORY_RESERVATION_REJECTED, COMMAND_FAILED),
+    "ReleaseInventory": (INVENTORY_RELEASED, COMMAND_FAILED),
+    "AuthorizePayment": (PAYMENT_AUTHORIZED, PAYMENT_REJECTED, COMMAND_FAILED),
+    "VoidPayment": (PAYMENT_VOIDED, COMMAND_FAILED),
+    "NotifyCustomer": (CUSTOMER_NOTIFIED, COMMAND_FAILED),
+}
+"""Command message type → every reply type its participant may answer it with.
+
+``CommandFailed`` answers any command while its participant is in a (simulated) outage.
+"""

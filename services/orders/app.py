@@ -18,6 +18,8 @@ from sagaway.wiring import build_engine
 from services.orders import (
     routes_admin,
     routes_admin_sagas,
+    routes_contracts,
+    routes_dashboard,
     routes_health,
     routes_orders,
     routes_sagas,
@@ -57,7 +59,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_sagas.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_admin_sagas.router)
+    app.include_router(routes_dashboard.router)
+    app.mount("/ui", routes_dashboard.ui_files(), name="ui")
     app.include_router(routes_health.router)
+    app.include_router(routes_contracts.router)
     app.add_exception_handler(Exception, _unhandled)
     app.middleware("http")(_request_context)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)

@@ -10,18 +10,21 @@ from services.contracts import SKU_PATTERN
 from services.inventory import stock
 from services.ops.audit import record_action
 from services.orders.dependencies import AdminDep, SessionDep
+from services.orders.responses import UNAUTHORIZED, invalid, problem
 from services.orders.schemas import CustomerUpdate, CustomerView, InventoryUpdate, InventoryView
 from services.payment import credit
 
-router = APIRouter(
-    prefix="/admin", tags=["admin"], responses={401: {"description": "No or wrong token"}}
-)
+router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED})
 
 Sku = Annotated[str, Path(pattern=SKU_PATTERN)]
 CustomerId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-@router.put("/inventory/{sku}", response_model=InventoryView)
+@router.put(
+    "/inventory/{sku}",
+    response_model=InventoryView,
+    responses={422: invalid("Bad SKU or stock level")},
+)
 async def put_inventory(
     sku: Sku, body: InventoryUpdate, session: SessionDep, _: AdminDep
 ) -> InventoryView:
@@ -31,7 +34,11 @@ async def put_inventory(
     return InventoryView(sku=level.sku, available=level.available, reserved=level.reserved)
 
 
-@router.get("/inventory/{sku}", response_model=InventoryView, responses={404: {}})
+@router.get(
+    "/inventory/{sku}",
+    response_model=InventoryView,
+    responses={404: problem("Unknown SKU", "sku not found"), 422: invalid("Bad SKU")},
+)
 async def get_inventory(sku: Sku, session: SessionDep, _: AdminDep) -> InventoryView:
     """Free and reserved units of a SKU."""
     level = await stock.get_level(session, sku)
@@ -40,7 +47,11 @@ async def get_inventory(sku: Sku, session: SessionDep, _: AdminDep) -> Inventory
     return InventoryView(sku=level.sku, available=level.available, reserved=level.reserved)
 
 
-@router.put("/customers/{customer_id}", response_model=CustomerView)
+@router.put(
+    "/customers/{customer_id}",
+    response_model=CustomerView,
+    responses={422: invalid("Bad customer id or credit limit")},
+)
 async def put_customer(
     customer_id: CustomerId, body: CustomerUpdate, session: SessionDep, actor: AdminDep
 ) -> CustomerView:
@@ -61,7 +72,14 @@ async def put_customer(
     )
 
 
-@router.get("/customers/{customer_id}", response_model=CustomerView, responses={404: {}})
+@router.get(
+    "/customers/{customer_id}",
+    response_model=CustomerView,
+    responses={
+        404: problem("Unknown customer", "customer not found"),
+        422: invalid("Bad customer id"),
+    },
+)
 async def get_customer(customer_id: CustomerId, session: SessionDep, _: AdminDep) -> CustomerView:
     """A customer's credit limit and what is authorized against it."""
     c = await credit.get_credit(session, customer_id)

@@ -19,6 +19,7 @@ from services.ops import faults
 from services.ops.audit import record_action
 from services.ops.sagas import BadCursor, abort_saga, list_sagas, retry_saga
 from services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
+from services.orders.responses import UNAUTHORIZED, invalid, not_a_uuid, problem
 from services.orders.routes_sagas import saga_view
 from services.orders.schemas import (
     DeadLetterQueueView,
@@ -29,15 +30,37 @@ from services.orders.schemas import (
     SagaPage,
 )
 
-router = APIRouter(
-    prefix="/admin", tags=["admin"], responses={401: {"description": "No or wrong token"}}
-)
+router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED})
 
 Participant = Annotated[str, Path(pattern=r"^(inventory|payment|notification)$")]
 
+_SAGA_ID = "5b1d3c7a-9e2f-4b8a-8c6d-1a2b3c4d5e6f"
+_DEAD_LETTERS_EXAMPLE = [
+    {"queue": f"sagaway.{consumer}.dead", "count": 0, "messages": []}
+    for consumer in ("inventory", "payment", "notification")
+] + [
+    {
+        "queue": "sagaway.orchestrator.dead",
+        "count": 1,
+        "messages": [
+            {
+                "message_id": "9d2e4f6a-1b3c-4d5e-8f7a-6b5c4d3e2f1a",
+                "message_type": None,
+                "reason": "rejected",
+                "deliveries": 1,
+                "body": "not json",
+            }
+        ],
+    }
+]
+
 
 @router.get(
-    "/sagas", response_model=SagaPage, responses={422: {"description": "Bad filter or cursor"}}
+    "/sagas",
+    response_model=SagaPage,
+    responses={
+        422: invalid("Bad filter or cursor", {"detail": "cursor is not valid"}),
+    },
 )
 async def get_sagas(
     session: SessionDep,
@@ -59,7 +82,11 @@ async def get_sagas(
     "/sagas/{saga_id}/retry",
     status_code=202,
     response_model=SagaActionAccepted,
-    responses={404: {}, 409: {"description": "The saga is not FAILED"}},
+    responses={
+        404: problem("Unknown saga", "saga not found"),
+        409: problem("The saga is not FAILED", "saga is RUNNING, not FAILED"),
+        422: not_a_uuid("saga_id"),
+    },
 )
 async def post_retry(
     saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, actor: AdminDep
@@ -84,7 +111,19 @@ async def post_retry(
     "/sagas/{saga_id}/abort",
     status_code=202,
     response_model=SagaActionAccepted,
-    responses={404: {}, 409: {"description": "Not FAILED, or past the pivot"}},
+    responses={
+        202: {
+            "content": {
+                "application/json": {"example": {"saga_id": _SAGA_ID, "status": "COMPENSATING"}}
+            }
+        },
+        404: problem("Unknown saga", "saga not found"),
+        409: problem(
+            "Not FAILED, or past the pivot",
+            "saga has passed its pivot and can no longer be compensated",
+        ),
+        422: not_a_uuid("saga_id"),
+    },
 )
 async def post_abort(
     saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, actor: AdminDep
@@ -101,7 +140,11 @@ async def post_abort(
     return SagaActionAccepted(saga_id=saga_id, status=state.status.value)
 
 
-@router.put("/faults/{participant}", response_model=FaultView)
+@router.put(
+    "/faults/{participant}",
+    response_model=FaultView,
+    responses={422: invalid("Unknown participant or mode")},
+)
 async def put_fault(
     participant: Participant, body: FaultUpdate, session: SessionDep, actor: AdminDep
 ) -> FaultView:
@@ -114,7 +157,11 @@ async def put_fault(
     return FaultView(participant=participant, mode=body.mode)
 
 
-@router.get("/faults/{participant}", response_model=FaultView)
+@router.get(
+    "/faults/{participant}",
+    response_model=FaultView,
+    responses={422: invalid("Unknown participant")},
+)
 async def get_fault(participant: Participant, session: SessionDep, _: AdminDep) -> FaultView:
     """A participant's current fault mode."""
     mode = await faults.get_mode(session, participant)
@@ -124,7 +171,11 @@ async def get_fault(participant: Participant, session: SessionDep, _: AdminDep) 
 @router.get(
     "/dead-letters",
     response_model=list[DeadLetterQueueView],
-    responses={503: {"description": "RabbitMQ unavailable"}},
+    responses={
+        200: {"content": {"application/json": {"example": _DEAD_LETTERS_EXAMPLE}}},
+        422: invalid("Bad limit"),
+        503: problem("RabbitMQ unavailable", "rabbitmq unavailable"),
+    },
 )
 async def get_dead_letters(
     settings: SettingsDep, _: AdminDep, limit: Annotated[int, Query(ge=0, le=100)] = 20

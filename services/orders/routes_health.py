@@ -12,13 +12,39 @@ from sagaway.probes import broker_problem, database_problem
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def healthz() -> dict[str, str]:
     """200 while the process runs."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "PostgreSQL or RabbitMQ unreachable"}})
+@router.get(
+    "/readyz",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {"status": "ready", "postgres": "up", "rabbitmq": "up"}
+                }
+            }
+        },
+        503: {
+            "description": "PostgreSQL or RabbitMQ unreachable",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": "rabbitmq: AMQPConnectionError",
+                        "postgres": "up",
+                        "rabbitmq": "down",
+                    }
+                }
+            },
+        },
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 when PostgreSQL and RabbitMQ answer, else 503 naming which does not."""
     db, broker = await asyncio.gather(

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from services.orders.dependencies import EngineDep, SessionDep
 from services.orders.placing import IdempotencyKeyReused, place_order
+from services.orders.responses import invalid, not_a_uuid, problem
 from services.orders.schemas import OrderAccepted, OrderRequest, OrderView
 from services.orders.tables import orders
 
@@ -23,10 +24,18 @@ router = APIRouter(tags=["orders"])
     status_code=202,
     response_model=OrderAccepted,
     responses={
-        409: {"description": "Idempotency key reused with a different body"},
-        413: {"description": "Body over 64 KiB"},
-        422: {"description": "Invalid order"},
-        503: {"description": "PostgreSQL unavailable; nothing was written"},
+        202: {
+            "headers": {
+                "Location": {"description": "`/sagas/{saga_id}`", "schema": {"type": "string"}}
+            }
+        },
+        409: problem(
+            "Idempotency key reused with a different body",
+            "Idempotency-Key was already used with a different body",
+        ),
+        413: problem("Body over 64 KiB", "request body exceeds 65536 bytes"),
+        422: invalid("Invalid order (unknown fields too)"),
+        503: problem("PostgreSQL unavailable; nothing was written", "database unavailable"),
     },
 )
 async def create_order(
@@ -65,7 +74,11 @@ async def create_order(
     return OrderAccepted(order_id=placed.order_id, saga_id=placed.saga_id)
 
 
-@router.get("/orders/{order_id}", response_model=OrderView, responses={404: {}})
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderView,
+    responses={404: problem("Unknown order", "order not found"), 422: not_a_uuid("order_id")},
+)
 async def get_order(order_id: uuid.UUID, session: SessionDep) -> OrderView:
     """The order and where it stands."""
     row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()

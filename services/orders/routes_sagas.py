@@ -9,9 +9,36 @@ from fastapi import APIRouter, HTTPException
 
 from orchestrator.repository import SagaRecord
 from services.orders.dependencies import EngineDep, SessionDep
+from services.orders.responses import not_a_uuid, problem
 from services.orders.schemas import HistoryItem, SagaView, StepView
 
 router = APIRouter(tags=["sagas"])
+
+_MESSAGE_ID = "c3a9e1f4-7b2d-4e6a-9f1c-8d5b2a7e3f10"
+_REPLY_ID = "9d2e4f6a-1b3c-4d5e-8f7a-6b5c4d3e2f1a"
+_HISTORY_EXAMPLE = [
+    {
+        "at": "2025-03-01T12:00:00.180000Z",
+        "kind": "command_sent",
+        "step": "authorize_payment",
+        "message_id": _MESSAGE_ID,
+        "detail": "AuthorizePayment to payment (action, attempt 1)",
+    },
+    {
+        "at": "2025-03-01T12:00:00.240000Z",
+        "kind": "reply_received",
+        "step": "authorize_payment",
+        "message_id": _REPLY_ID,
+        "detail": "PaymentRejected (rejected: insufficient_funds)",
+    },
+    {
+        "at": "2025-03-01T12:00:00.240000Z",
+        "kind": "transition",
+        "step": "reserve_inventory",
+        "message_id": None,
+        "detail": "step authorize_payment rejected: insufficient_funds",
+    },
+]
 
 
 def saga_view(record: SagaRecord) -> SagaView:
@@ -40,7 +67,11 @@ def saga_view(record: SagaRecord) -> SagaView:
     )
 
 
-@router.get("/sagas/{saga_id}", response_model=SagaView, responses={404: {}})
+@router.get(
+    "/sagas/{saga_id}",
+    response_model=SagaView,
+    responses={404: problem("Unknown saga", "saga not found"), 422: not_a_uuid("saga_id")},
+)
 async def get_saga(saga_id: uuid.UUID, session: SessionDep, engine: EngineDep) -> SagaView:
     """The saga, every step of its definition, and why it failed if it did."""
     structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
@@ -50,7 +81,15 @@ async def get_saga(saga_id: uuid.UUID, session: SessionDep, engine: EngineDep) -
     return saga_view(record)
 
 
-@router.get("/sagas/{saga_id}/history", response_model=list[HistoryItem], responses={404: {}})
+@router.get(
+    "/sagas/{saga_id}/history",
+    response_model=list[HistoryItem],
+    responses={
+        200: {"content": {"application/json": {"example": _HISTORY_EXAMPLE}}},
+        404: problem("Unknown saga", "saga not found"),
+        422: not_a_uuid("saga_id"),
+    },
+)
 async def get_saga_history(
     saga_id: uuid.UUID, session: SessionDep, engine: EngineDep
 ) -> list[HistoryItem]:

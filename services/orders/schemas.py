@@ -7,8 +7,70 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic.config import JsonDict
 
 from services.contracts import SKU_PATTERN
+
+# Example values shared by the models' OpenAPI examples, so the examples agree.
+_ORDER_ID = "0f8b6c2e-4a7d-4c1e-9a53-2d6f1e8b7c90"
+_SAGA_ID = "5b1d3c7a-9e2f-4b8a-8c6d-1a2b3c4d5e6f"
+_MESSAGE_ID = "c3a9e1f4-7b2d-4e6a-9f1c-8d5b2a7e3f10"
+_T0 = "2025-03-01T12:00:00.120000Z"
+_T1 = "2025-03-01T12:00:00.180000Z"
+_T2 = "2025-03-01T12:00:00.240000Z"
+_DEAD_LETTER: JsonDict = {
+    "message_id": _MESSAGE_ID,
+    "message_type": "AuthorizePayment",
+    "reason": "rejected",
+    "deliveries": 1,
+    "body": '{"message_id": "' + _MESSAGE_ID + '", "message_type": "AuthorizePayment", ...}',
+}
+_ITEM: JsonDict = {"sku": "SKU-1", "quantity": 2, "unit_price_cents": 1500}
+_STEP: JsonDict = {
+    "name": "reserve_inventory",
+    "status": "SUCCEEDED",
+    "attempts": 1,
+    "started_at": _T0,
+    "finished_at": _T1,
+    "error": None,
+}
+_SAGA: JsonDict = {
+    "saga_id": _SAGA_ID,
+    "saga_type": "order_fulfillment",
+    "order_id": _ORDER_ID,
+    "status": "RUNNING",
+    "current_step": "authorize_payment",
+    "steps": [
+        _STEP,
+        {
+            "name": "authorize_payment",
+            "status": "RUNNING",
+            "attempts": 1,
+            "started_at": _T1,
+            "finished_at": None,
+            "error": None,
+        },
+        {
+            "name": "approve_order",
+            "status": "PENDING",
+            "attempts": 0,
+            "started_at": None,
+            "finished_at": None,
+            "error": None,
+        },
+        {
+            "name": "notify_customer",
+            "status": "PENDING",
+            "attempts": 0,
+            "started_at": None,
+            "finished_at": None,
+            "error": None,
+        },
+    ],
+    "failure_reason": None,
+    "created_at": _T0,
+    "updated_at": _T1,
+}
 
 
 class _Strict(BaseModel):
@@ -18,6 +80,8 @@ class _Strict(BaseModel):
 class OrderItem(_Strict):
     """One line of an order."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_ITEM]})
+
     sku: Annotated[StrictStr, Field(pattern=SKU_PATTERN, examples=["SKU-1"])]
     quantity: Annotated[StrictInt, Field(ge=1, le=10_000, examples=[2])]
     unit_price_cents: Annotated[StrictInt, Field(ge=0, le=1_000_000_000, examples=[1500])]
@@ -25,6 +89,18 @@ class OrderItem(_Strict):
 
 class OrderRequest(_Strict):
     """Body of ``POST /orders``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "c-42",
+                    "items": [_ITEM, {"sku": "SKU-2", "quantity": 1, "unit_price_cents": 990}],
+                    "currency": "USD",
+                }
+            ]
+        }
+    )
 
     customer_id: Annotated[StrictStr, Field(min_length=1, max_length=64, examples=["c-42"])]
     items: Annotated[list[OrderItem], Field(min_length=1, max_length=100)]
@@ -39,6 +115,12 @@ class OrderRequest(_Strict):
 class OrderAccepted(BaseModel):
     """Answer of ``POST /orders``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"order_id": _ORDER_ID, "saga_id": _SAGA_ID, "status": "PENDING"}]
+        }
+    )
+
     order_id: uuid.UUID
     saga_id: uuid.UUID
     status: Literal["PENDING"] = "PENDING"
@@ -46,6 +128,25 @@ class OrderAccepted(BaseModel):
 
 class OrderView(BaseModel):
     """``GET /orders/{order_id}``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": _ORDER_ID,
+                    "saga_id": _SAGA_ID,
+                    "customer_id": "c-42",
+                    "items": [_ITEM],
+                    "total_cents": 3000,
+                    "currency": "USD",
+                    "status": "REJECTED",
+                    "rejection_reason": "insufficient_funds",
+                    "created_at": _T0,
+                    "updated_at": _T2,
+                }
+            ]
+        }
+    )
 
     order_id: uuid.UUID
     saga_id: uuid.UUID
@@ -62,6 +163,8 @@ class OrderView(BaseModel):
 class StepView(BaseModel):
     """One step in ``GET /sagas/{saga_id}``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_STEP]})
+
     name: str
     status: str
     attempts: int
@@ -72,6 +175,8 @@ class StepView(BaseModel):
 
 class SagaView(BaseModel):
     """``GET /sagas/{saga_id}``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_SAGA]})
 
     saga_id: uuid.UUID
     saga_type: str
@@ -87,11 +192,17 @@ class SagaView(BaseModel):
 class InventoryUpdate(_Strict):
     """Body of ``PUT /admin/inventory/{sku}``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"available": 1000}]})
+
     available: Annotated[StrictInt, Field(ge=0, le=2_000_000_000)]
 
 
 class InventoryView(BaseModel):
     """``GET /admin/inventory/{sku}``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"sku": "SKU-1", "available": 998, "reserved": 2}]}
+    )
 
     sku: str
     available: int
@@ -101,11 +212,21 @@ class InventoryView(BaseModel):
 class CustomerUpdate(_Strict):
     """Body of ``PUT /admin/customers/{customer_id}``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"credit_limit_cents": 100_000}]})
+
     credit_limit_cents: Annotated[StrictInt, Field(ge=0, le=9_000_000_000_000_000)]
 
 
 class CustomerView(BaseModel):
     """``GET /admin/customers/{customer_id}``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"customer_id": "c-42", "credit_limit_cents": 100_000, "authorized_cents": 3000}
+            ]
+        }
+    )
 
     customer_id: str
     credit_limit_cents: int
@@ -115,6 +236,19 @@ class CustomerView(BaseModel):
 class SagaPage(BaseModel):
     """``GET /admin/sagas``: newest first."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [_SAGA],
+                    # Opaque: pass it back as ``cursor`` for the next page.
+                    "next_cursor": "MjAyNS0wMy0wMVQxMjowMDowMC4xMjAwMDArMDA6MDB8NWIxZDNjN2EtOWUy"
+                    "Zi00YjhhLThjNmQtMWEyYjNjNGQ1ZTZm",
+                }
+            ]
+        }
+    )
+
     items: list[SagaView]
     next_cursor: str | None
 
@@ -122,12 +256,30 @@ class SagaPage(BaseModel):
 class SagaActionAccepted(BaseModel):
     """``POST /admin/sagas/{id}/retry|abort``: the saga's status once the action is in."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"saga_id": _SAGA_ID, "status": "RUNNING"}]}
+    )
+
     saga_id: uuid.UUID
     status: str
 
 
 class HistoryItem(BaseModel):
     """One line of a saga's history."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "at": _T1,
+                    "kind": "command_sent",
+                    "step": "authorize_payment",
+                    "message_id": _MESSAGE_ID,
+                    "detail": "AuthorizePayment to payment (action, attempt 1)",
+                }
+            ]
+        }
+    )
 
     at: datetime
     kind: str
@@ -139,11 +291,17 @@ class HistoryItem(BaseModel):
 class FaultUpdate(_Strict):
     """Body of ``PUT /admin/faults/{participant}``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"mode": "unavailable"}]})
+
     mode: Literal["ok", "unavailable"]
 
 
 class FaultView(BaseModel):
     """A participant's fault mode."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"participant": "payment", "mode": "unavailable"}]}
+    )
 
     participant: str
     mode: Literal["ok", "unavailable"]
@@ -151,6 +309,8 @@ class FaultView(BaseModel):
 
 class DeadLetterView(BaseModel):
     """A dead-lettered message."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_DEAD_LETTER]})
 
     message_id: str | None
     message_type: str | None
@@ -161,6 +321,12 @@ class DeadLetterView(BaseModel):
 
 class DeadLetterQueueView(BaseModel):
     """A dead-letter queue's size and its first messages."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"queue": "sagaway.payment.dead", "count": 1, "messages": [_DEAD_LETTER]}]
+        }
+    )
 
     queue: str
     count: int

@@ -115,15 +115,14 @@ async def _problems(
     owed: Counter[str] = Counter()
     for o in approved:
         owed[o.customer_id] += o.total_cents
-    authorized = dict(
-        (
-            await session.execute(
-                select(customers.c.customer_id, customers.c.authorized_cents).where(
-                    customers.c.customer_id.in_(list(customers_used))
-                )
+    authorized = {
+        r.customer_id: r.authorized_cents
+        for r in await session.execute(
+            select(customers.c.customer_id, customers.c.authorized_cents).where(
+                customers.c.customer_id.in_(list(customers_used))
             )
-        ).tuples()
-    )
+        )
+    }
     for customer in customers_used:
         got = authorized.get(customer, 0)
         if got != owed[customer]:

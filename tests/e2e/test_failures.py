@@ -158,18 +158,20 @@ async def _retry(api: httpx.AsyncClient, admin: Admin, saga_id: str) -> httpx.Re
     return await api.post(f"/admin/sagas/{saga_id}/retry", headers=admin)
 
 
+async def _fault(api: httpx.AsyncClient, admin: Admin, participant: str, mode: str) -> None:
+    response = await api.put(f"/admin/faults/{participant}", json={"mode": mode}, headers=admin)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"participant": participant, "mode": mode}
+
+
 @asynccontextmanager
 async def _outage(api: httpx.AsyncClient, admin: Admin, participant: str) -> AsyncIterator[None]:
     """``participant`` answers every command with a technical error until the block ends."""
-    response = await api.put(
-        f"/admin/faults/{participant}", json={"mode": "unavailable"}, headers=admin
-    )
-    assert response.status_code == 200, response.text
+    await _fault(api, admin, participant, "unavailable")
     try:
         yield
     finally:
-        response = await api.put(f"/admin/faults/{participant}", json={"mode": "ok"}, headers=admin)
-        assert response.status_code == 200, response.text
+        await _fault(api, admin, participant, "ok")
 
 
 @asynccontextmanager
@@ -351,6 +353,10 @@ async def test_outage_fails_the_saga_and_an_admin_retry_completes_it(
     history = await _history(api, placed["saga_id"])
     assert _kinds(history)["admin_retry"] == 1, history
     assert (await _order(api, placed["order_id"]))["status"] == "APPROVED"
+    listed = await api.get(
+        "/admin/sagas", params={"status": "FAILED", "limit": 500}, headers=admin_headers
+    )
+    assert placed["saga_id"] not in {s["saga_id"] for s in listed.json()["items"]}
     await assert_invariants(sessions, stock_totals={sku: 10}, customers_used=[customer])
 
 
@@ -421,6 +427,57 @@ async def test_notification_outage_after_the_pivot_cannot_be_aborted_only_retrie
     assert await _level(api, admin_headers, sku) == {"sku": sku, "available": 0, "reserved": 3}
     assert await _authorized(api, admin_headers, customer) == 3000
     await assert_invariants(sessions, stock_totals={sku: 3}, customers_used=[customer])
+
+
+# --- a compensation that fails, then is retried ----------------------------------------
+
+
+async def test_failed_compensation_is_retried_to_compensated_and_cannot_be_aborted(
+    api: httpx.AsyncClient,
+    admin_headers: Admin,
+    sessions: Sessions,
+    system: System,
+    broker: AbstractRobustConnection,
+) -> None:
+    sku, customer = _sku(), _customer()
+    await _stock(api, admin_headers, sku, 5)
+    await _credit(api, admin_headers, customer, 500)
+    try:
+        # Hold the payment answer back until inventory is down, so the reservation
+        # succeeds and only its release meets the outage.
+        async with _worker_down(system, broker, "payment"):
+            placed = await _place(api, customer, [(sku, 2, 1000)])
+            await wait_for(
+                lambda: _saga(api, placed["saga_id"]),
+                until=lambda s: _steps(s)["authorize_payment"]["status"] == "RUNNING",
+                what="stock reserved, payment asked",
+            )
+            await _fault(api, admin_headers, "inventory", "unavailable")
+        saga = await _settled(api, placed["saga_id"], expect="FAILED")
+
+        assert "reserve_inventory" in saga["failure_reason"], saga
+        steps = _steps(saga)
+        assert steps["authorize_payment"]["status"] == "FAILED"
+        assert steps["authorize_payment"]["error"] == "insufficient_funds"
+        # Nothing more is undone until an operator decides: the reservation is held.
+        assert await _level(api, admin_headers, sku) == {"sku": sku, "available": 3, "reserved": 2}
+        assert (await _order(api, placed["order_id"]))["status"] == "PENDING"
+        aborted = await api.post(f"/admin/sagas/{placed['saga_id']}/abort", headers=admin_headers)
+        assert aborted.status_code == 409, aborted.text
+    finally:
+        await _fault(api, admin_headers, "inventory", "ok")
+
+    retried = await _retry(api, admin_headers, placed["saga_id"])
+
+    assert retried.status_code == 202, retried.text
+    assert retried.json() == {"saga_id": placed["saga_id"], "status": "COMPENSATING"}
+    saga = await _settled(api, placed["saga_id"], expect="COMPENSATED")
+    assert "insufficient_funds" in saga["failure_reason"], saga
+    assert _steps(saga)["reserve_inventory"]["status"] == "COMPENSATED"
+    order = await _order(api, placed["order_id"])
+    assert (order["status"], order["rejection_reason"]) == ("REJECTED", "insufficient_funds")
+    assert await _level(api, admin_headers, sku) == {"sku": sku, "available": 5, "reserved": 0}
+    await assert_invariants(sessions, stock_totals={sku: 5}, customers_used=[customer])
 
 
 # --- 4. a participant that never answers ------------------------------------------------
@@ -500,14 +557,25 @@ async def test_late_reply_is_recorded_as_stale_and_the_saga_completes_once(
     # The worker now answers the first attempt late (stale) and the later one in time.
     saga = await _settled(api, placed["saga_id"], within=DEADLINE_FAILURE_S, expect="COMPLETED")
     assert saga["failure_reason"] is None
-    history = await _history(api, placed["saga_id"])
-    assert _kinds(history)["stale_reply"] >= 1, history
-    assert _kinds(history)["admin_retry"] == 0
-    sent = _authorize_commands(history)
+    sent = _authorize_commands(await _history(api, placed["saga_id"]))
+    assert len(sent) >= 2
     await wait_for(
         lambda: _processed(sessions, payment_inbox, sent),
         until=lambda n: n == len(sent),
         what="every AuthorizePayment attempt handled",
+    )
+    # One reply moved the saga on; every other one (the late answer to the first
+    # attempt among them) arrived for an attempt no longer in flight. The worker may
+    # answer the attempts in any order, so the stale ones can land after COMPLETED.
+    history = await wait_for(
+        lambda: _history(api, placed["saga_id"]),
+        until=lambda h: _kinds(h)["stale_reply"] >= len(sent) - 1,
+        what="stale replies recorded",
+    )
+    assert _kinds(history)["stale_reply"] == len(sent) - 1, history
+    assert _kinds(history)["admin_retry"] == 0
+    assert any(h["kind"] == "transition" and "no reply" in h["detail"] for h in history), (
+        "the first attempt's deadline is in the history"
     )
     assert await _authorized(api, admin_headers, customer) == 6000
     await assert_invariants(sessions, stock_totals={sku: 2}, customers_used=[customer])

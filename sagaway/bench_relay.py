@@ -1,0 +1,434 @@
+"""``sagaway bench relay``: the relay's throughput and latency against the broker's limit.
+
+Everything runs against the configured PostgreSQL and RabbitMQ but in a schema and
+broker names of its own (``bench_<id>``), removed afterwards, so it can run next to
+a live installation. Phases, in one run so the figures are comparable:
+
+1. raw limit: P processes publish persistent messages with confirms (a window in
+   flight) straight to the bench queue, no database (P = 1, then 2);
+2. drain: the outbox is prefilled with N rows, then 1 (then 2) relay processes drain
+   it; msgs/s from the first claim to the last confirm;
+3. drain while new rows keep arriving (two relays, a steady inserter);
+4. latency: a steady trickle of single-row transactions; commit-to-publish p50/p99
+   (``published_at`` is stamped after the confirm; ``created_at`` of a one-statement
+   transaction is its commit, within a fraction of a millisecond).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from sqlalchemy import MetaData, text
+
+from outbox.amqp import QueueSpec, Topology, declare
+from outbox.tables import outbox_table
+from sagaway.bench import LatencyStats, summarize
+from sagaway.database import create_engine, raw_connect
+from sagaway.settings import Settings
+
+WINDOW = 500
+INSERTERS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class RelayBenchOptions:
+    """What ``sagaway bench relay`` measures."""
+
+    messages: int = 100_000
+    messages_per_saga: int = 4
+    latency_rate: float = 200.0
+    latency_seconds: float = 10.0
+    steady_rate: float = 2000.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    run: str
+
+    @property
+    def schema(self) -> str:
+        return f"bench_{self.run}"
+
+    def exchange(self, settings: Settings) -> str:
+        return f"{settings.namespace}.bench-{self.run}"
+
+    def queue(self, settings: Settings) -> str:
+        return f"{settings.namespace}.bench-{self.run}.q"
+
+
+def run_relay_bench(settings: Settings, options: RelayBenchOptions) -> int:
+    """Run every phase and print the figures; returns the exit code."""
+    return asyncio.run(_main(settings, options))
+
+
+async def _main(settings: Settings, options: RelayBenchOptions) -> int:
+    names = _Names(uuid.uuid4().hex[:8])
+    engine = create_engine(settings.database_url, pool_size=4)
+    table = outbox_table(MetaData(schema=names.schema))
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    channel = await connection.channel()
+    topology = Topology(
+        exchanges=(names.exchange(settings),),
+        queues=(
+            QueueSpec(
+                name=names.queue(settings), exchange=names.exchange(settings), routing_keys=("k",)
+            ),
+        ),
+        dead_letter_exchange=f"{names.exchange(settings)}.dlx",
+        queue_type=settings.queue_type,
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"CREATE SCHEMA {names.schema}"))
+            await conn.run_sync(table.metadata.create_all)
+            await conn.execute(
+                text(
+                    f"CREATE TRIGGER outbox_notify AFTER INSERT ON {names.schema}.outbox "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION public.sagaway_outbox_notify()"
+                )
+            )
+        await declare(channel, topology)
+        print(
+            f"relay bench: {options.messages} messages, queue type {settings.queue_type}, "
+            f"schema {names.schema}",
+            file=sys.stderr,
+        )
+        results: dict[str, float] = {}
+        for processes in (1, 2):
+            results[f"raw{processes}"] = await _raw(settings, names, options.messages, processes)
+            await _purge(channel, names.queue(settings))
+            results[f"relay{processes}"] = await _drain(settings, names, options, processes)
+            await _purge(channel, names.queue(settings))
+        results["relay2_steady"] = await _drain(
+            settings, names, options, 2, steady_rate=options.steady_rate
+        )
+        await _purge(channel, names.queue(settings))
+        lat = await _latency(settings, names, options)
+        await _purge(channel, names.queue(settings))
+    finally:
+        await channel.queue_delete(names.queue(settings))
+        await channel.queue_delete(topology.dead_letter_queue(names.queue(settings)))
+        await channel.exchange_delete(names.exchange(settings))
+        await channel.exchange_delete(topology.dead_letter_exchange)
+        await connection.close()
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP SCHEMA IF EXISTS {names.schema} CASCADE"))
+        await engine.dispose()
+
+    print(f"raw limit, 1 publisher process:   {results['raw1']:9.0f} msgs/s")
+    print(
+        f"relay, 1 process:                 {results['relay1']:9.0f} msgs/s"
+        f"  (ratio {results['relay1'] / results['raw1']:.2f})"
+    )
+    print(f"raw limit, 2 publisher processes: {results['raw2']:9.0f} msgs/s")
+    print(f"relay, 2 processes:               {results['relay2']:9.0f} msgs/s")
+    print(
+        f"relay, 2 processes, rows arriving:{results['relay2_steady']:9.0f} msgs/s"
+        f"  (ratio {results['relay2_steady'] / results['raw2']:.2f})"
+    )
+    print(f"ratio: {results['relay2'] / results['raw2']:.2f}")
+    print(
+        f"commit->publish latency at {options.latency_rate:g} msgs/s: "
+        f"p50 {lat.p50:.2f} ms  p99 {lat.p99:.2f} ms  max {lat.max:.2f} ms  ({lat.count} samples)"
+    )
+    return 0
+
+
+async def _purge(channel: aio_pika.abc.AbstractChannel, queue: str) -> None:
+    q = await channel.get_queue(queue, ensure=False)
+    await q.purge()
+
+
+async def _raw(settings: Settings, names: _Names, total: int, processes: int) -> float:
+    """Publish ``total`` messages from ``processes`` processes; aggregate msgs/s over the
+    span from the first publish to the last confirm (process start-up excluded)."""
+    share = total // processes
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sagaway.bench_relay",
+            "raw",
+            names.exchange(settings),
+            str(share),
+            env=os.environ | {"SAGAWAY_AMQP_URL": settings.amqp_url},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    spans = []
+    for p in procs:
+        out, _ = await p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError("raw publisher failed")
+        spans.append(json.loads(out))
+    span = max(s["end"] for s in spans) - min(s["start"] for s in spans)
+    print(f"  raw x{processes}: {share * processes} in {span:.2f}s", file=sys.stderr)
+    return float(share * processes / span)
+
+
+async def _prefill(names: _Names, settings: Settings, count: int, per_saga: int) -> None:
+    conn = await raw_connect(settings.database_url)
+    try:
+        body = _body()
+        records = []
+        saga = uuid.uuid4()
+        for n in range(count):
+            if n % per_saga == 0:
+                saga = uuid.uuid4()
+            records.append(
+                (uuid.uuid4(), saga, saga, "BenchMessage", names.exchange(settings), "k", body)
+            )
+        await conn.copy_records_to_table(
+            "outbox",
+            schema_name=names.schema,
+            records=records,
+            columns=[
+                "message_id",
+                "saga_id",
+                "correlation_id",
+                "message_type",
+                "exchange",
+                "routing_key",
+                "body",
+            ],
+        )
+    finally:
+        await conn.close()
+
+
+async def _drain(
+    settings: Settings,
+    names: _Names,
+    options: RelayBenchOptions,
+    processes: int,
+    *,
+    steady_rate: float = 0.0,
+) -> float:
+    """Prefill, start ``processes`` relays, and measure how fast the prefilled rows go
+    out (first to last publish), optionally while inserters keep adding rows."""
+    await _prefill(names, settings, options.messages, options.messages_per_saga)
+    conn = await raw_connect(settings.database_url)
+    last_prefilled = await conn.fetchval(f"SELECT max(id) FROM {names.schema}.outbox")
+    relays = [await _spawn_relay(settings, names) for _ in range(processes)]
+    stop = asyncio.Event()
+    counter = [0]
+    inserters = [
+        asyncio.create_task(_trickle(settings, names, steady_rate / INSERTERS, stop, counter))
+        for _ in range(INSERTERS if steady_rate else 0)
+    ]
+    try:
+        await _until_published(conn, names, upto=last_prefilled)
+        stop.set()
+        await asyncio.gather(*inserters)
+        span = await conn.fetchval(
+            f"SELECT extract(epoch FROM max(published_at) - min(published_at))"
+            f" FROM {names.schema}.outbox WHERE id <= $1",
+            last_prefilled,
+        )
+        await _until_published(conn, names)
+        await conn.execute(f"TRUNCATE {names.schema}.outbox")
+    finally:
+        await conn.close()
+        await _stop(relays)
+    rate = options.messages / float(span)
+    extra = f", {counter[0]} more inserted meanwhile" if steady_rate else ""
+    print(
+        f"  relay x{processes}: {options.messages} prefilled rows out in {float(span):.2f}s{extra}",
+        file=sys.stderr,
+    )
+    return rate
+
+
+async def _until_published(conn: Any, names: _Names, *, upto: int | None = None) -> None:
+    """Poll until every row (with id <= ``upto``) is published; the database is the
+    only witness, so polling it is the way to wait."""
+    query = f"SELECT count(*) FROM {names.schema}.outbox WHERE published_at IS NULL"
+    args: tuple[int, ...] = ()
+    if upto is not None:
+        query += " AND id <= $1"
+        args = (upto,)
+    while await conn.fetchval(query, *args):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+async def _stop(relays: list[asyncio.subprocess.Process]) -> None:
+    for r in relays:
+        r.terminate()
+    await asyncio.gather(*(r.wait() for r in relays))
+
+
+async def _spawn_relay(settings: Settings, names: _Names) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sagaway.bench_relay",
+        "relay",
+        names.schema,
+        env=os.environ
+        | {
+            "SAGAWAY_DATABASE_URL": settings.database_url,
+            "SAGAWAY_AMQP_URL": settings.amqp_url,
+            "SAGAWAY_LOG_LEVEL": "WARNING",
+        },
+    )
+
+
+async def _trickle(
+    settings: Settings, names: _Names, rate: float, stop: asyncio.Event, counter: list[int]
+) -> None:
+    """Insert single-row transactions at ``rate`` per second until ``stop``."""
+    conn = await raw_connect(settings.database_url)
+    body = _body()
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    try:
+        while not stop.is_set():
+            saga = uuid.uuid4()
+            await conn.execute(
+                f"INSERT INTO {names.schema}.outbox (message_id, saga_id, correlation_id,"
+                " message_type, exchange, routing_key, body)"
+                " VALUES ($1, $2, $2, 'BenchMessage', $3, 'k', $4)",
+                uuid.uuid4(),
+                saga,
+                names.exchange(settings),
+                body,
+            )
+            counter[0] += 1
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        await conn.close()
+
+
+async def _latency(settings: Settings, names: _Names, options: RelayBenchOptions) -> LatencyStats:
+    relays = [await _spawn_relay(settings, names) for _ in range(2)]
+    conn = await raw_connect(settings.database_url)
+    try:
+        # Let the relays connect and LISTEN before measuring (a warm-up row proves it).
+        await conn.execute(
+            f"INSERT INTO {names.schema}.outbox (message_id, saga_id, correlation_id,"
+            " message_type, exchange, routing_key, body)"
+            " VALUES ($1, $1, $1, 'Warmup', $2, 'k', '{}')",
+            uuid.uuid4(),
+            names.exchange(settings),
+        )
+        await _until_published(conn, names)
+        await conn.execute(f"TRUNCATE {names.schema}.outbox")
+        stop = asyncio.Event()
+        task = asyncio.create_task(_trickle(settings, names, options.latency_rate, stop, [0]))
+        await asyncio.sleep(options.latency_seconds)
+        stop.set()
+        await task
+        await _until_published(conn, names)
+        rows = await conn.fetch(
+            f"SELECT extract(epoch FROM published_at - created_at) * 1000 AS ms"
+            f" FROM {names.schema}.outbox"
+        )
+        await conn.execute(f"TRUNCATE {names.schema}.outbox")
+    finally:
+        await conn.close()
+        await _stop(relays)
+    stats = summarize([float(r["ms"]) for r in rows])
+    assert stats is not None
+    return stats
+
+
+def _body() -> bytes:
+    return json.dumps(
+        {
+            "message_id": str(uuid.uuid4()),
+            "message_type": "BenchMessage",
+            "saga_id": str(uuid.uuid4()),
+            "correlation_id": str(uuid.uuid4()),
+            "causation_id": None,
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "payload": {"order_id": str(uuid.uuid4()), "items": [{"sku": "SKU-1", "quantity": 2}]},
+        }
+    ).encode()
+
+
+# ---------------------------------------------------------------- child processes
+
+
+async def _raw_child(exchange_name: str, count: int) -> None:
+    body = _body()
+    url = os.environ.get("SAGAWAY_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    exchange = await channel.get_exchange(exchange_name)
+    window = asyncio.Semaphore(WINDOW)
+
+    async def one(n: int) -> None:
+        try:
+            await exchange.publish(
+                aio_pika.Message(
+                    body=body,
+                    message_id=str(uuid.uuid4()),
+                    type="BenchMessage",
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key="k",
+                mandatory=True,
+            )
+        finally:
+            window.release()
+
+    tasks = []
+    started = time.time()
+    for n in range(count):
+        await window.acquire()
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
+    ended = time.time()
+    await connection.close()
+    print(json.dumps({"start": started, "end": ended}))
+
+
+async def _relay_child(schema: str) -> None:
+    from functools import partial
+
+    from outbox.publisher import AioPikaPublisher
+    from outbox.relay import Relay
+    from outbox.wakeup import Wakeup
+    from sagaway.runners.lifecycle import stop_on_signals
+    from sagaway.runners.relay import relay_options
+
+    settings = Settings()
+    stop = stop_on_signals()
+    engine = create_engine(settings.database_url, pool_size=settings.relay_concurrency + 1)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    wakeup = Wakeup(partial(raw_connect, settings.database_url))
+    relay = Relay(
+        engine=engine,
+        tables=[outbox_table(MetaData(schema=schema))],
+        publisher=AioPikaPublisher(connection, timeout_s=settings.publish_timeout_s),
+        options=relay_options(settings),
+        wakeup=wakeup,
+    )
+    try:
+        await asyncio.gather(wakeup.run(stop), relay.run(stop))
+    finally:
+        await connection.close()
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    from sagaway.logging import configure_logging
+
+    configure_logging(level="WARNING")
+    if sys.argv[1] == "raw":
+        asyncio.run(_raw_child(sys.argv[2], int(sys.argv[3])))
+    elif sys.argv[1] == "relay":
+        asyncio.run(_relay_child(sys.argv[2]))

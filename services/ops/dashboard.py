@@ -1,0 +1,274 @@
+"""What the operator dashboard shows: the overview, saga search pages, one saga's story.
+
+Shared by the dashboard's HTTP routes; everything here reads, nothing writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aio_pika
+from sqlalchemy import Table, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator.definitions import DEFINITIONS
+from orchestrator.dsl import Action, Local, SagaDefinition
+from orchestrator.engine import SagaEngine, SagaNotFound
+from orchestrator.queries import (
+    FINISHED_STATUSES,
+    SagaFilter,
+    SagaSummary,
+    count_by_status,
+    database_now,
+    finished_per_minute,
+    search_sagas,
+)
+from orchestrator.repository import HistoryRow, SagaRecord
+from orchestrator.state import Phase, SagaStatus
+from outbox.amqp import connect
+from outbox.dead_letters import peek
+from outbox.errors import BrokerUnavailable
+from sagaway.settings import Settings
+from sagaway.topology import OUTBOX_TABLES, build_topology
+from services.ops.sagas import decode_cursor
+
+# Counting stops here: past it the overview says "at least", and stays fast.
+COUNT_CAP = 1_000_000
+THROUGHPUT_MINUTES = 15
+BROKER_TIMEOUT_S = 3.0
+
+
+# ------------------------------------------------------------------ overview
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteBucket:
+    """Sagas that ended during the minute starting at ``minute``, by final status."""
+
+    minute: datetime
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """Rows of one outbox the relay has not published yet."""
+
+    outbox: str
+    unpublished: int
+    oldest_at: datetime | None
+    oldest_age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterCount:
+    """Messages waiting in one dead-letter queue."""
+
+    queue: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The dashboard's first page.
+
+    Attributes:
+        dead_letters: None when RabbitMQ could not be asked; ``dead_letters_error``
+            then says why.
+    """
+
+    at: datetime
+    counts: dict[str, int]
+    count_cap: int
+    throughput: list[MinuteBucket]
+    outbox: list[OutboxBacklog]
+    dead_letters: list[DeadLetterCount] | None
+    dead_letters_error: str | None
+    saga_types: list[str]
+
+
+async def overview(session: AsyncSession, settings: Settings) -> Overview:
+    """Counts by status, recent throughput, outbox backlog and dead letters."""
+    now = await database_now(session)
+    counts = await count_by_status(session, cap=COUNT_CAP)
+    first = now.replace(second=0, microsecond=0) - timedelta(minutes=THROUGHPUT_MINUTES - 1)
+    finished = await finished_per_minute(session, since=first)
+    buckets = {
+        first + timedelta(minutes=i): {s.value: 0 for s in FINISHED_STATUSES}
+        for i in range(THROUGHPUT_MINUTES)
+    }
+    for row in finished:
+        # date_trunc answers in the session's time zone; compare as instants.
+        bucket = buckets.get(row.minute.astimezone(first.tzinfo))
+        if bucket is not None:
+            bucket[row.status] = bucket.get(row.status, 0) + row.count
+    backlog = [await _backlog(session, name, table, now) for name, table in OUTBOX_TABLES.items()]
+    try:
+        letters: list[DeadLetterCount] | None = await dead_letter_counts(settings)
+        letters_error = None
+    except BrokerUnavailable as exc:
+        letters, letters_error = None, str(exc)
+    return Overview(
+        at=now,
+        counts=counts,
+        count_cap=COUNT_CAP,
+        throughput=[MinuteBucket(minute=m, counts=c) for m, c in sorted(buckets.items())],
+        outbox=backlog,
+        dead_letters=letters,
+        dead_letters_error=letters_error,
+        saga_types=sorted(DEFINITIONS),
+    )
+
+
+async def _backlog(session: AsyncSession, name: str, table: Table, now: datetime) -> OutboxBacklog:
+    # Both reads stay on the outbox's partial indexes of unpublished rows; ``id`` order
+    # is write order, so the lowest unpublished id is the oldest waiting row.
+    unpublished = table.c.published_at.is_(None)
+    count = select(func.count()).select_from(
+        select(literal_column("1"))
+        .select_from(table)
+        .where(unpublished)
+        .limit(COUNT_CAP)
+        .subquery()
+    )
+    oldest = select(table.c.created_at).where(unpublished).order_by(table.c.id).limit(1)
+    n = int((await session.execute(count)).scalar_one())
+    oldest_at: datetime | None = (await session.execute(oldest)).scalar_one_or_none()
+    return OutboxBacklog(
+        outbox=name,
+        unpublished=n,
+        oldest_at=oldest_at,
+        oldest_age_s=max(0.0, (now - oldest_at).total_seconds()) if oldest_at else None,
+    )
+
+
+async def dead_letter_counts(settings: Settings) -> list[DeadLetterCount]:
+    """How many messages each dead-letter queue holds; raises BrokerUnavailable."""
+    topology = build_topology(settings)
+    names = [topology.dead_letter_queue(q.name) for q in topology.queues]
+    try:
+        connection = await asyncio.wait_for(
+            connect(settings.amqp_url, name="sagaway-dashboard"), BROKER_TIMEOUT_S
+        )
+    except TimeoutError as exc:
+        raise BrokerUnavailable("RabbitMQ did not answer in time") from exc
+    try:
+        queues = await asyncio.wait_for(peek(connection, names, limit=0), BROKER_TIMEOUT_S)
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+        raise BrokerUnavailable(f"cannot read dead-letter queues: {type(exc).__name__}") from exc
+    finally:
+        await connection.close()
+    return [DeadLetterCount(queue=q.queue, count=q.count) for q in queues]
+
+
+# ------------------------------------------------------------------ search
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of a saga search and the cursor of the next (None on the last)."""
+
+    items: list[SagaSummary]
+    next_cursor: str | None
+
+
+async def search(
+    session: AsyncSession, filters: SagaFilter, *, limit: int, cursor: str | None
+) -> SearchPage:
+    """A page of sagas matching ``filters``, newest first; raises BadCursor.
+
+    Cursors have the format of ``GET /admin/sagas``'s, so either list's cursor is
+    understood by the other.
+    """
+    before = decode_cursor(cursor) if cursor else None
+    rows = await search_sagas(session, filters, limit=limit + 1, before=before)
+    items = rows[:limit]
+    more = len(rows) > limit and bool(items)
+    return SearchPage(
+        items=items,
+        next_cursor=_encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+    )
+
+
+def _encode_cursor(created_at: datetime, saga_id: uuid.UUID) -> str:
+    # The format of services.ops.sagas.encode_cursor, which takes a whole record.
+    raw = f"{created_at.isoformat()}|{saga_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# ------------------------------------------------------------------ one saga
+
+
+@dataclass(frozen=True, slots=True)
+class LaneSpec:
+    """A step of the saga's definition as the timeline draws it."""
+
+    name: str
+    action: str
+    compensation: str | None
+    pivot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SagaStory:
+    """Everything the saga page shows.
+
+    Attributes:
+        abort_blocked: why an abort would be refused, or None when it would be accepted.
+    """
+
+    record: SagaRecord
+    history: list[HistoryRow]
+    lanes: list[LaneSpec]
+    epilogue: list[str]
+    can_retry: bool
+    can_abort: bool
+    abort_blocked: str | None
+
+
+async def saga_story(session: AsyncSession, engine: SagaEngine, saga_id: uuid.UUID) -> SagaStory:
+    """The saga, its history and the operator actions it allows; raises SagaNotFound."""
+    record = await engine.repository.get(session, saga_id)
+    if record is None:
+        raise SagaNotFound(str(saga_id))
+    history = await engine.repository.history(session, saga_id)
+    machine = engine.machine(record.saga_type)
+    state = record.state
+    blocked: str | None = None
+    if state.status is not SagaStatus.FAILED:
+        blocked = f"saga is {state.status}, only a FAILED saga can be aborted"
+    elif machine.passed_pivot(state):
+        blocked = "saga has passed its pivot and can no longer be compensated"
+    elif state.phase is not Phase.FORWARD:
+        blocked = "saga is already compensating; retry it instead"
+    definition = machine.definition
+    return SagaStory(
+        record=record,
+        history=history,
+        lanes=_lanes(definition),
+        epilogue=[_describe(a) for a in definition.on_compensated],
+        can_retry=state.status is SagaStatus.FAILED,
+        can_abort=blocked is None,
+        abort_blocked=blocked,
+    )
+
+
+def _lanes(definition: SagaDefinition) -> list[LaneSpec]:
+    return [
+        LaneSpec(
+            name=s.name,
+            action=_describe(s.action),
+            compensation=_describe(s.compensation) if s.compensation is not None else None,
+            pivot=s.pivot,
+        )
+        for s in definition.steps
+    ]
+
+
+def _describe(action: Action | Local) -> str:
+    if isinstance(action, Local):
+        return f"local {action.handler}"
+    return f"{action.command} to {action.participant}"

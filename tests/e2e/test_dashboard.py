@@ -1,0 +1,199 @@
+"""The dashboard in a real headless browser: from a FAILED saga to a retry clicked on its page.
+
+The browser is Debian's ``chromium`` driven by Playwright at ``/usr/bin/chromium``
+(``scripts/ensure-chromium.sh`` installs it); Playwright's own browser download is
+never used. Screenshots land in ``tests/artifacts/screenshots``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import BrowserContext, Page, async_playwright, expect
+
+from tests.e2e.conftest import System
+from tests.support import ADMIN_TOKEN, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STEPS = ["reserve_inventory", "authorize_payment", "approve_order", "notify_customer"]
+# Three payment attempts answered "unavailable" with 0.2 s backoff: FAILED in about a
+# second; the margin covers a slow machine.
+FAILED_WITHIN_S = 40.0
+UI_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+    """A fresh chromium profile; fails (never skips) when the browser is missing."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/ensure-chromium.sh (as root it installs"
+            " Debian's chromium with apt-get) so the dashboard can be tested in a browser"
+        )
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            # Headless through --headless=new above, not Playwright's own flag.
+            headless=False,
+            viewport={"width": 1440, "height": 900},
+            device_scale_factor=1,
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def _failed_saga(
+    api: httpx.AsyncClient, admin: dict[str, str], sku: str, customer: str
+) -> dict[str, Any]:
+    """An order whose payment step ran out of attempts: its saga is FAILED."""
+    for path, body in (
+        (f"/admin/inventory/{sku}", {"available": 10}),
+        (f"/admin/customers/{customer}", {"credit_limit_cents": 100_000}),
+        ("/admin/faults/payment", {"mode": "unavailable"}),
+    ):
+        response = await api.put(path, json=body, headers=admin)
+        assert response.status_code == 200, response.text
+    response = await api.post(
+        "/orders",
+        json={
+            "customer_id": customer,
+            "items": [{"sku": sku, "quantity": 2, "unit_price_cents": 1250}],
+        },
+    )
+    assert response.status_code == 202, response.text
+    placed: dict[str, Any] = response.json()
+
+    async def saga() -> dict[str, Any]:
+        body: dict[str, Any] = (await api.get(f"/sagas/{placed['saga_id']}")).json()
+        return body
+
+    failed = await wait_for(
+        saga,
+        until=lambda s: s["status"] in ("FAILED", "COMPLETED", "COMPENSATED"),
+        within=FAILED_WITHIN_S,
+        what="saga FAILED",
+    )
+    assert failed["status"] == "FAILED", failed
+    return placed
+
+
+async def _shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+async def test_retry_a_failed_saga_from_the_dashboard(
+    api: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    system: System,
+    browser: BrowserContext,
+) -> None:
+    sku, customer = f"UI-{uuid.uuid4().hex[:8]}", f"c-ui-{uuid.uuid4().hex[:8]}"
+    try:
+        placed = await _failed_saga(api, admin_headers, sku, customer)
+        response = await api.put(
+            "/admin/faults/payment", json={"mode": "ok"}, headers=admin_headers
+        )
+        assert response.status_code == 200, response.text
+        saga_id = placed["saga_id"]
+
+        page = browser.pages[0] if browser.pages else await browser.new_page()
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
+        )
+
+        # The token is asked for once, then every view uses it.
+        await page.goto(f"{system.api_url}/ui/")
+        await page.get_by_test_id("token-input").fill(ADMIN_TOKEN)
+        await page.get_by_test_id("token-save").click()
+
+        # Overview: counts by status, throughput chart, outbox backlog, dead letters.
+        overview = page.get_by_test_id("overview")
+        await expect(overview).to_be_visible()
+        failed_count = page.get_by_test_id("count-FAILED").locator(".card-count")
+        await expect(failed_count).not_to_have_text("0")
+        await expect(page.get_by_test_id("throughput-chart")).to_be_visible()
+        await expect(page.get_by_test_id("throughput-chart").locator("rect").first).to_be_attached()
+        await expect(page.get_by_test_id("outbox-backlog")).to_contain_text("orchestrator")
+        await expect(page.get_by_test_id("dead-letters")).to_contain_text(
+            f"{system.settings.namespace}.payment.dead"
+        )
+        await _shot(page, "01-overview")
+
+        # List filtered by status, then by status and customer: the saga is there.
+        await page.get_by_role("link", name="Sagas", exact=True).click()
+        await page.get_by_test_id("filter-status").select_option("FAILED")
+        await page.get_by_test_id("filter-apply").click()
+        row = page.locator(f'[data-testid="saga-row"][data-saga-id="{saga_id}"]')
+        await expect(row).to_be_visible()
+        await page.get_by_test_id("filter-customer_id").fill(customer)
+        await page.get_by_test_id("filter-apply").click()
+        await expect(page.get_by_test_id("saga-row")).to_have_count(1)
+        await expect(row).to_contain_text("FAILED")
+        await expect(row).to_contain_text(customer)
+        assert "customer_id=" in page.url and "status=FAILED" in page.url
+        await _shot(page, "02-saga-list-failed-by-customer")
+
+        # The saga page: header, timeline with a lane per step, failed attempts marked.
+        await row.click()
+        await expect(page.get_by_test_id("saga-status")).to_have_text("FAILED")
+        timeline = page.get_by_test_id("timeline")
+        await expect(timeline).to_be_visible()
+        for step in STEPS:
+            await expect(timeline.get_by_test_id(f"lane-{step}")).to_be_attached()
+        failed_bars = timeline.locator('[data-purpose="action"][data-outcome="failed"]')
+        await expect(failed_bars).to_have_count(3)
+        await expect(page.get_by_test_id("failure-reason")).to_contain_text("authorize_payment")
+        await expect(page.get_by_test_id("messages")).to_contain_text("AuthorizePayment")
+        await expect(page.get_by_test_id("retry-button")).to_be_enabled()
+        # Before the pivot a FAILED saga may also be aborted.
+        await expect(page.get_by_test_id("abort-button")).to_be_enabled()
+        await _shot(page, "03-saga-failed")
+
+        # Retry from the page; it shows the saga running again, then COMPLETED.
+        await page.get_by_test_id("retry-button").click()
+        await expect(page.get_by_test_id("action-notice")).to_contain_text("Retry accepted")
+        await expect(page.get_by_test_id("saga-status")).to_have_text("COMPLETED")
+        await expect(timeline.locator('[data-marker="admin"]')).to_have_count(1)
+        await expect(page.get_by_test_id("retry-button")).to_be_disabled()
+        await expect(page.get_by_test_id("history")).to_contain_text("admin_retry")
+        await _shot(page, "04-saga-completed-after-retry")
+
+        saga = (await api.get(f"/sagas/{saga_id}")).json()
+        assert saga["status"] == "COMPLETED", saga
+        assert errors == []
+    finally:
+        await api.put("/admin/faults/payment", json={"mode": "ok"}, headers=admin_headers)
+
+
+async def test_dashboard_endpoints_need_the_admin_token(api: httpx.AsyncClient) -> None:
+    for path in ("/admin/overview", "/admin/sagas/search", f"/admin/sagas/{uuid.uuid4()}/timeline"):
+        response = await api.get(path)
+        assert response.status_code == 401, (path, response.text)
+    page = await api.get("/ui/")
+    assert page.status_code == 200
+    assert 'type="module"' in page.text
