@@ -18,6 +18,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from orchestrator import metrics
 from orchestrator.dsl import Local, RetryPolicy, SagaDefinition
 from orchestrator.protocol import ReplyBody
 from orchestrator.repository import HistoryEntry, SagaRecord, SagaRepository
@@ -151,6 +152,7 @@ class SagaEngine:
             now=now,
         )
         await self._persist(session, record, state, messages, history, now, update=False)
+        metrics.observe_transition(saga_type, None, state)
         return state
 
     async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
@@ -163,8 +165,9 @@ class SagaEngine:
             ) from exc
         record = await self._repo.get(session, envelope.saga_id, for_update=True)
         if record is None:
-            # Never create a saga from a reply: it is logged and dropped.
+            # Never create a saga from a reply: it is logged, counted and dropped.
             log.warning("reply for unknown saga dropped")
+            metrics.REPLIES.labels("unknown_saga").inc()
             return
         now = self._clock()
         event = ReplyReceived(
@@ -184,6 +187,7 @@ class SagaEngine:
         transition = self._machines[record.saga_type].apply(record.state, event)
         if transition.ignored:
             log.info("stale reply ignored", reply_to=str(envelope.causation_id))
+            metrics.REPLIES.labels("stale").inc()
             stale = HistoryEntry(
                 kind="stale_reply",
                 detail=f"{envelope.message_type} ignored: not for the attempt in flight",
@@ -191,6 +195,7 @@ class SagaEngine:
             )
             await self._repo.record(session, record.id, [stale], now)
             return
+        metrics.REPLIES.labels("applied").inc()
         await self._repo.record(session, record.id, [received], now)
         await self._drive(session, record, transition, now)
 
@@ -243,6 +248,7 @@ class SagaEngine:
         """Carry out a transition's effects, then save the final state."""
         state, messages, history = await self._advance(session, record, transition, now)
         await self._persist(session, record, state, messages, history, now, update=True)
+        metrics.observe_transition(record.saga_type, record.state, state)
         return state
 
     async def _advance(
@@ -266,6 +272,8 @@ class SagaEngine:
             for effect in transition.effects:
                 if isinstance(effect, SendCommand):
                     messages.append(self._command(record, transition.state, effect))
+                    if effect.attempt > 1:
+                        metrics.RETRIES.labels(record.saga_type, effect.step or "epilogue").inc()
                     history.append(
                         HistoryEntry(
                             kind="command_sent",

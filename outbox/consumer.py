@@ -11,6 +11,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from outbox import metrics
 from outbox.envelope import Envelope
 from outbox.inbox import Inbox
 from outbox.transient import is_transient
@@ -90,6 +91,7 @@ class Consumer:
             except ValidationError as exc:
                 # Redelivering cannot fix a body we cannot parse: dead-letter it now.
                 log.error("unparseable message dead-lettered", errors=exc.error_count())
+                metrics.DEAD_LETTERED.labels(self._queue, "unparseable").inc()
                 await message.reject(requeue=False)
                 return
             with structlog.contextvars.bound_contextvars(
@@ -101,6 +103,11 @@ class Consumer:
                 await self._apply(message, envelope)
 
     async def _apply(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+        with metrics.CONSUME_SECONDS.labels(self._queue).time():
+            result = await self._apply_once(message, envelope)
+        metrics.CONSUMED.labels(self._queue, result).inc()
+
+    async def _apply_once(self, message: AbstractIncomingMessage, envelope: Envelope) -> str:
         backoff = 0.1
         while True:
             try:
@@ -111,8 +118,9 @@ class Consumer:
                 break
             except Unprocessable as exc:
                 log.error("unprocessable message dead-lettered", reason=str(exc))
+                metrics.DEAD_LETTERED.labels(self._queue, "unprocessable").inc()
                 await message.reject(requeue=False)
-                return
+                return "dead_lettered"
             except Exception as exc:
                 if is_transient(exc) and not self._stop.is_set():
                     # The database is briefly away (restart, failover, deadlock): keep
@@ -129,14 +137,16 @@ class Consumer:
                 deliveries = self._count_failure(message, envelope)
                 if deliveries >= self._delivery_limit:
                     log.exception("message dead-lettered after failing", deliveries=deliveries)
+                    metrics.DEAD_LETTERED.labels(self._queue, "delivery_limit").inc()
                     await message.reject(requeue=False)
-                    return
+                    return "dead_lettered"
                 log.exception("message handling failed, will be redelivered", deliveries=deliveries)
                 await message.nack(requeue=True)
-                return
+                return "failed"
         if not fresh:
             log.info("duplicate message dropped")
         await message.ack()
+        return "applied" if fresh else "duplicate"
 
     def _count_failure(self, message: AbstractIncomingMessage, envelope: Envelope) -> int:
         """Deliveries of this message so far, this one included.

@@ -46,6 +46,15 @@ def _settings(component: str) -> Settings:
 def up(
     api_port: Annotated[int, typer.Option(help="Port of the HTTP API.", min=1, max=65535)] = 8000,
     api_host: Annotated[str, typer.Option(help="Address the HTTP API listens on.")] = "127.0.0.1",
+    metrics_port_base: Annotated[
+        int,
+        typer.Option(
+            help="Relay, orchestrator and workers serve Prometheus /metrics on this port + 1..5 "
+            "(the API serves /metrics on its own port); 0 turns them off.",
+            min=0,
+            max=65530,
+        ),
+    ] = 9400,
 ) -> None:
     """Migrate, then run every component (API, relay, orchestrator, the three workers)
     as supervised processes. Ctrl-C or SIGTERM stops them all cleanly."""
@@ -60,7 +69,7 @@ def up(
         database=redact_url(settings.database_url),
         amqp=redact_url(settings.amqp_url),
     )
-    raise typer.Exit(supervise(components(api_port, api_host)))
+    raise typer.Exit(supervise(components(api_port, api_host, metrics_port_base)))
 
 
 @app.command()

@@ -14,5 +14,7 @@ def serve_metrics(settings: Settings) -> None:
     """Serve /metrics on ``SAGAWAY_METRICS_PORT`` in a background thread, if set."""
     if settings.metrics_port is None:
         return
-    start_http_server(settings.metrics_port, addr="127.0.0.1")
-    log.info("metrics served", url=f"http://127.0.0.1:{settings.metrics_port}/metrics")
+    start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    log.info(
+        "metrics served", url=f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+    )

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     # Port of this process's Prometheus /metrics endpoint; unset means none. The API
     # serves /metrics on its own port regardless.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     consumer_prefetch: int = Field(default=10, ge=1, le=10_000)
     # Connections per process. Every component of an installation, times its instances,
     # must fit in PostgreSQL's max_connections (100 by default).

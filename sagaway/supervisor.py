@@ -35,18 +35,25 @@ class Child:
     restarts: int = 0
     restart_at: float | None = None
     backoff_s: float = field(default=1.0)
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         """Spawn the process."""
-        self.process = subprocess.Popen([sys.executable, "-m", "sagaway", *self.args])
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sagaway", *self.args], env=os.environ | self.env
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("component started", component=self.name, pid=self.process.pid)
 
 
-def components(api_port: int, api_host: str) -> list[Child]:
-    """The six components of a full installation."""
-    return [
+def components(api_port: int, api_host: str, metrics_port_base: int = 0) -> list[Child]:
+    """The six components of a full installation.
+
+    With ``metrics_port_base`` each non-HTTP component serves /metrics on the next
+    port up (the API serves its own on its HTTP port).
+    """
+    children = [
         Child("api", ["api", "--port", str(api_port), "--host", api_host]),
         Child("relay", ["relay"]),
         Child("orchestrator", ["orchestrator"]),
@@ -54,6 +61,10 @@ def components(api_port: int, api_host: str) -> list[Child]:
         Child("payment", ["worker", "payment"]),
         Child("notification", ["worker", "notification"]),
     ]
+    if metrics_port_base:
+        for offset, child in enumerate(children[1:], start=1):
+            child.env["SAGAWAY_METRICS_PORT"] = str(metrics_port_base + offset)
+    return children
 
 
 def supervise(children: list[Child]) -> int:
@@ -111,8 +122,3 @@ def _stop_all(children: list[Child]) -> int:
             child.process.wait()
         log.info("component stopped", component=child.name, exit_code=child.process.returncode)
     return 0
-
-
-def child_env() -> dict[str, str]:
-    """Environment for children (the same as ours)."""
-    return dict(os.environ)

@@ -6,6 +6,7 @@ import structlog
 
 from outbox.consumer import Consumer
 from outbox.inbox import Inbox
+from sagaway.metrics_server import serve_metrics
 from sagaway.runners.lifecycle import resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, Names
@@ -17,6 +18,7 @@ log = structlog.get_logger(__name__)
 async def run_worker(settings: Settings, participant: str) -> None:
     """Consume the participant's command queue until SIGTERM."""
     stop = stop_on_signals()
+    serve_metrics(settings)
     handler = build_participant(participant, settings)
     async with resources(settings, name=f"sagaway-{participant}") as res:
         consumer = Consumer(

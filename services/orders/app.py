@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
 
 import sagaway
 from outbox.transient import is_transient
@@ -63,6 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/ui", routes_dashboard.ui_files(), name="ui")
     app.include_router(routes_health.router)
     app.include_router(routes_contracts.router)
+    # The API's own metrics (and any the process registers) on its HTTP port.
+    app.mount("/metrics", make_asgi_app(), name="metrics")
     app.add_exception_handler(Exception, _unhandled)
     app.middleware("http")(_request_context)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
