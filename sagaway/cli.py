@@ -11,7 +11,7 @@ import structlog
 import typer
 
 from sagaway.logging import configure_logging
-from sagaway.operator_cli import dead_letters_cmd, sagas_app
+from sagaway.operator_cli import dead_letters_cmd, outbox_app, sagas_app
 from sagaway.settings import Settings, redact_url
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 log = structlog.get_logger("sagaway.cli")
 
 app.add_typer(sagas_app, name="sagas")
+app.add_typer(outbox_app, name="outbox")
 app.command("dead-letters")(dead_letters_cmd)
 
 

@@ -190,3 +190,51 @@ def dead_letters_cmd(
                 )
 
     asyncio.run(main())
+
+
+outbox_app = typer.Typer(help="Outbox messages the relay could not publish.", no_args_is_help=True)
+
+
+@outbox_app.command("dead")
+def outbox_dead_cmd(
+    limit: Annotated[int, typer.Option(help="At most this many per outbox.", min=1)] = 100,
+) -> None:
+    """List outbox messages parked as dead, with their last error."""
+    from services.ops.outbox_admin import dead_rows
+
+    async def work(session: AsyncSession, _: SagaEngine) -> None:
+        rows = await dead_rows(session, limit=limit)
+        for r in rows:
+            typer.echo(
+                f"{r.outbox:<13} {r.message_id}  saga {r.saga_id}  {r.message_type}"
+                f"  attempts={r.attempts}  {r.last_error or ''}"
+            )
+        typer.echo(f"{len(rows)} dead message(s)", err=True)
+
+    _run(work)
+
+
+@outbox_app.command("retry")
+def outbox_retry_cmd(
+    message_id: Annotated[uuid.UUID, typer.Argument(help="The dead message's id.")],
+) -> None:
+    """Give a dead outbox message a fresh attempt budget; the relay sends it again."""
+    from services.ops.audit import record_action
+    from services.ops.outbox_admin import requeue_dead
+
+    async def work(session: AsyncSession, _: SagaEngine) -> None:
+        async with session.begin():
+            outbox = await requeue_dead(session, message_id)
+            if outbox is None:
+                typer.echo(f"error: no dead outbox message {message_id}", err=True)
+                raise typer.Exit(1)
+            await record_action(
+                session,
+                actor=_actor(),
+                action="outbox.requeue",
+                target=str(message_id),
+                detail=outbox,
+            )
+        typer.echo(f"{message_id} requeued in the {outbox} outbox")
+
+    _run(work)

@@ -18,6 +18,7 @@ from sagaway.settings import Settings
 from sagaway.wiring import build_engine
 from services.orders import (
     routes_admin,
+    routes_admin_outbox,
     routes_admin_sagas,
     routes_contracts,
     routes_dashboard,
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_sagas.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_admin_sagas.router)
+    app.include_router(routes_admin_outbox.router)
     app.include_router(routes_dashboard.router)
     app.mount("/ui", routes_dashboard.ui_files(), name="ui")
     app.include_router(routes_health.router)
