@@ -28,6 +28,7 @@ up: seed ## install, check services, migrate, seed, then run every component
 	$(BIN)/sagaway up --api-port $(API_PORT)
 
 test: install services ## every test tier against the real PostgreSQL and RabbitMQ
+	./scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
 lint: install

@@ -9,12 +9,14 @@ handler) owns the transaction, so the state change and its commands commit toget
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,9 +39,11 @@ from orchestrator.state_machine import (
 )
 from outbox.consumer import Unprocessable
 from outbox.envelope import Envelope, OutgoingMessage
+from outbox.tracing import extract
 from outbox.writer import OutboxWriter
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +128,12 @@ class SagaEngine:
         data: dict[str, Any],
         order_id: uuid.UUID | None = None,
     ) -> SagaState:
-        """Create a saga and write its first command, in the caller's transaction."""
+        """Create a saga and write its first command, in the caller's transaction.
+
+        The saga's trace is the caller's current one (the HTTP request's span, which is
+        tagged with the saga id here so that it can be found with the saga's others).
+        """
+        trace.get_current_span().set_attribute("saga_id", str(saga_id))
         now = self._clock()
         transition = self._machines[saga_type].start(now=now, next_message_id=uuid.uuid4())
         record = SagaRecord(
@@ -209,7 +218,8 @@ class SagaEngine:
             record.state, WokeUp(now=now, next_message_id=uuid.uuid4())
         )
         if not transition.ignored:
-            await self._drive(session, record, transition, now)
+            with _saga_span("saga.wake", record):
+                await self._drive(session, record, transition, now)
 
     async def retry(self, session: AsyncSession, saga_id: uuid.UUID, *, actor: str) -> SagaState:
         """Resume a FAILED saga; raises InvalidRequest when it is not FAILED."""
@@ -233,10 +243,11 @@ class SagaEngine:
         now = self._clock()
         event: Event = event_type(now=now, next_message_id=uuid.uuid4())
         transition = self._machines[record.saga_type].apply(record.state, event)
-        await self._repo.record(
-            session, record.id, [HistoryEntry(kind=kind, detail=f"requested by {actor}")], now
-        )
-        return await self._drive(session, record, transition, now)
+        with _saga_span(f"saga.{kind.removeprefix('admin_')}", record, link_current=True):
+            await self._repo.record(
+                session, record.id, [HistoryEntry(kind=kind, detail=f"requested by {actor}")], now
+            )
+            return await self._drive(session, record, transition, now)
 
     async def _drive(
         self,
@@ -362,6 +373,25 @@ class SagaEngine:
             data=data,
             rejection_reason=state.rejection_reason,
         )
+
+
+@contextmanager
+def _saga_span(name: str, record: SagaRecord, *, link_current: bool = False) -> Iterator[None]:
+    """A span in the saga's own trace for work that no message of the saga caused.
+
+    A deadline or an operator can resume a saga long after its last message; parenting
+    the span on the trace the saga started in keeps the commands it sends (and all
+    that follows) in that one trace. An operator's request is linked, not parent.
+    """
+    current = trace.get_current_span().get_span_context()
+    links = [trace.Link(current)] if link_current and current.is_valid else None
+    with tracer.start_as_current_span(
+        name,
+        context=extract(record.traceparent),
+        links=links,
+        attributes={"saga_id": str(record.id), "saga_type": record.saga_type},
+    ):
+        yield
 
 
 def _locals_of(definition: SagaDefinition) -> list[Local]:

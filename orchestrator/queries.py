@@ -139,12 +139,23 @@ async def search_sagas(
     ]
 
 
-async def count_by_status(session: AsyncSession, *, cap: int) -> dict[str, int]:
-    """How many sagas have each status, counting at most ``cap`` of each.
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    """How many sagas have a status; ``exact`` is False for a planner estimate."""
 
-    Each count is an index-only range scan of ``ix_sagas_status_created`` stopped at
-    ``cap``, so the overview costs the same with a hundred or a hundred million
-    finished sagas; a count equal to ``cap`` means "at least".
+    status: str
+    count: int
+    exact: bool
+
+
+async def count_by_status(session: AsyncSession, *, cap: int) -> list[StatusCount]:
+    """How many sagas have each status: exact up to ``cap``, estimated beyond.
+
+    Each exact count is an index range scan of ``ix_sagas_status_created`` stopped at
+    ``cap``, so the overview costs about the same with a hundred or a hundred million
+    finished sagas. A status with at least ``cap`` sagas is counted from the table's
+    statistics instead (``reltuples`` times the status's frequency in ``pg_stats``, as
+    fresh as the last ANALYZE), or reported as ``cap`` when there are none yet.
     """
     parts = [
         select(
@@ -162,8 +173,33 @@ async def count_by_status(session: AsyncSession, *, cap: int) -> dict[str, int]:
         )
         for status in SagaStatus
     ]
-    rows = await session.execute(union_all(*parts))
-    return {r.status: int(r.n) for r in rows}
+    exact = {r.status: int(r.n) for r in await session.execute(union_all(*parts))}
+    if all(n < cap for n in exact.values()):
+        return [StatusCount(s, n, exact=True) for s, n in exact.items()]
+    estimates = await _estimated_counts(session)
+    return [
+        StatusCount(s, max(cap, estimates[s]), exact=False)
+        if n >= cap and s in estimates
+        else StatusCount(s, n, exact=n < cap)
+        for s, n in exact.items()
+    ]
+
+
+_STATUS_ESTIMATES = text(
+    """
+    SELECT v.status, (c.reltuples * v.freq)::bigint AS n
+      FROM pg_class AS c,
+           pg_stats AS st,
+           unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS v(status, freq)
+     WHERE c.oid = 'sagas.sagas'::regclass
+       AND st.schemaname = 'sagas' AND st.tablename = 'sagas' AND st.attname = 'status'
+       AND c.reltuples > 0
+    """
+)
+
+
+async def _estimated_counts(session: AsyncSession) -> dict[str, int]:
+    return {r.status: int(r.n) for r in await session.execute(_STATUS_ESTIMATES)}
 
 
 async def finished_per_minute(session: AsyncSession, *, since: datetime) -> list[FinishedCount]:

@@ -14,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.state import Phase, SagaState, SagaStatus, StepState, StepStatus
 from orchestrator.tables import saga_events, sagas
+from outbox.tracing import inject
 
 
 @dataclass(frozen=True, slots=True)
 class SagaRecord:
-    """A saga row: identity, business data and state."""
+    """A saga row: identity, business data and state (``traceparent``: the W3C trace
+    context the saga was started in, if any)."""
 
     id: uuid.UUID
     saga_type: str
@@ -29,6 +31,7 @@ class SagaRecord:
     version: int
     created_at: datetime
     updated_at: datetime
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ class SagaRepository:
         state: SagaState,
         now: datetime,
     ) -> None:
-        """Insert a new saga."""
+        """Insert a new saga, remembering the current trace context as its trace."""
         await session.execute(
             insert(sagas).values(
                 id=saga_id,
@@ -77,6 +80,7 @@ class SagaRepository:
                 data=data,
                 created_at=now,
                 updated_at=now,
+                traceparent=inject(),
                 **_state_columns(state),
             )
         )
@@ -236,4 +240,5 @@ def _record(row: Row[Any]) -> SagaRecord:
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        traceparent=row.traceparent,
     )

@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from outbox import metrics
 from outbox.envelope import Envelope
 from outbox.inbox import Inbox
+from outbox.tracing import TRACEPARENT, extract
 from outbox.transient import is_transient
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 MAX_HOLD_BACKOFF_S = 5.0
 
@@ -94,18 +99,48 @@ class Consumer:
                 metrics.DEAD_LETTERED.labels(self._queue, "unparseable").inc()
                 await message.reject(requeue=False)
                 return
-            with structlog.contextvars.bound_contextvars(
-                message_id=str(envelope.message_id),
-                message_type=envelope.message_type,
-                saga_id=str(envelope.saga_id),
-                correlation_id=str(envelope.correlation_id),
+            with (
+                structlog.contextvars.bound_contextvars(
+                    message_id=str(envelope.message_id),
+                    message_type=envelope.message_type,
+                    saga_id=str(envelope.saga_id),
+                    correlation_id=str(envelope.correlation_id),
+                ),
+                self._span(message, envelope) as span,
             ):
-                await self._apply(message, envelope)
+                result = await self._apply(message, envelope)
+                span.set_attribute("sagaway.outcome", result)
+                if result in ("failed", "dead_lettered"):
+                    span.set_status(Status(StatusCode.ERROR, result))
 
-    async def _apply(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+    def _span(
+        self, message: AbstractIncomingMessage, envelope: Envelope
+    ) -> AbstractContextManager[Span]:
+        """The span of one delivery, a child of the span that wrote the message.
+
+        The handler runs inside it, so the messages it writes to its outbox (a
+        participant's reply, the orchestrator's next command) carry the trace on.
+        """
+        return tracer.start_as_current_span(
+            f"process {envelope.message_type}",
+            context=extract(_header(message, TRACEPARENT)),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "saga_id": str(envelope.saga_id),
+                "message_id": str(envelope.message_id),
+                "message_type": envelope.message_type,
+                "messaging.system": "rabbitmq",
+                "messaging.operation": "process",
+                "messaging.destination": self._queue,
+                "messaging.consumer": self._inbox.consumer,
+            },
+        )
+
+    async def _apply(self, message: AbstractIncomingMessage, envelope: Envelope) -> str:
         with metrics.CONSUME_SECONDS.labels(self._queue).time():
             result = await self._apply_once(message, envelope)
         metrics.CONSUMED.labels(self._queue, result).inc()
+        return result
 
     async def _apply_once(self, message: AbstractIncomingMessage, envelope: Envelope) -> str:
         backoff = 0.1
@@ -164,6 +199,11 @@ class Consumer:
         while len(self._failures) > 10_000:
             self._failures.popitem(last=False)
         return count
+
+
+def _header(message: AbstractIncomingMessage, name: str) -> str | bytes | None:
+    value = (message.headers or {}).get(name)
+    return value if isinstance(value, str | bytes) else None
 
 
 class Unprocessable(Exception):

@@ -12,13 +12,15 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from outbox.errors import BrokerUnavailable, PublishFailed
+from outbox.tracing import TRACEPARENT
 
 MISSING_EXCHANGE_TTL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
-    """One outbox row ready to publish."""
+    """One outbox row ready to publish (``traceparent``: the W3C trace context of the
+    transaction that wrote it, sent as an AMQP header)."""
 
     message_id: str
     message_type: str
@@ -26,6 +28,7 @@ class RawMessage:
     exchange: str
     routing_key: str
     body: bytes
+    traceparent: str | None = None
 
 
 class Publisher(Protocol):
@@ -74,6 +77,7 @@ class AioPikaPublisher:
                     type=message.message_type,
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    headers={TRACEPARENT: message.traceparent} if message.traceparent else None,
                 ),
                 routing_key=message.routing_key,
                 mandatory=True,

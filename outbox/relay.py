@@ -236,6 +236,7 @@ class Relay:
                 exchange=r.exchange,  # type: ignore[attr-defined]
                 routing_key=r.routing_key,  # type: ignore[attr-defined]
                 body=bytes(r.body),  # type: ignore[attr-defined]
+                traceparent=r.traceparent,  # type: ignore[attr-defined]
             )
             for r in rows
         ]
@@ -292,7 +293,7 @@ class _Statements:
               FROM ready
              WHERE u.id = ready.id
             RETURNING u.id, u.message_id, u.message_type, u.correlation_id, u.exchange,
-                      u.routing_key, u.body, u.attempts, u.created_at
+                      u.routing_key, u.body, u.attempts, u.created_at, u.traceparent
             """
         )
         # clock_timestamp(), not now(): the moment of marking, after the confirm, so

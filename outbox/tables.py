@@ -52,6 +52,9 @@ def outbox_table(metadata: MetaData) -> Table:
         # Set when the relay gave up on the row; it stays (blocking only its saga's
         # later messages) until an operator deals with it.
         Column("dead_at", DateTime(timezone=True)),
+        # W3C trace context of the transaction that wrote the row; the relay puts it in
+        # the AMQP headers so the consumer's span continues the writer's trace.
+        Column("traceparent", String(55)),
         # The relay's claim reads only rows still to send; a partial index keeps that
         # query independent of how many published rows are still kept.
         Index(

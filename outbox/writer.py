@@ -6,6 +6,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outbox.envelope import OutgoingMessage
+from outbox.tracing import inject
 
 
 class OutboxWriter:
@@ -24,9 +25,14 @@ class OutboxWriter:
         return self._table
 
     async def add(self, session: AsyncSession, *messages: OutgoingMessage) -> None:
-        """Insert ``messages`` in the session's current transaction, in order."""
+        """Insert ``messages`` in the session's current transaction, in order.
+
+        Each row carries the current trace context, so whoever consumes the message
+        continues the trace of the work that wrote it.
+        """
         if not messages:
             return
+        traceparent = inject()
         await session.execute(
             insert(self._table),
             [
@@ -38,6 +44,7 @@ class OutboxWriter:
                     "exchange": m.exchange,
                     "routing_key": m.routing_key,
                     "body": m.envelope.to_bytes(),
+                    "traceparent": traceparent,
                 }
                 for m in messages
             ],

@@ -80,16 +80,22 @@ def api(
 ) -> None:
     """Run the HTTP API (orders, sagas, admin, health). Assumes a migrated database."""
     from sagaway.runners.api import run_api
+    from sagaway.tracing import tracing
 
-    run_api(_settings("api"), host=host, port=port)
+    settings = _settings("api")
+    with tracing("api"):
+        run_api(settings, host=host, port=port)
 
 
 @app.command()
 def relay() -> None:
     """Run an outbox relay: publishes committed outbox rows to RabbitMQ."""
     from sagaway.runners.relay import run_relay
+    from sagaway.tracing import tracing
 
-    asyncio.run(run_relay(_settings("relay")))
+    settings = _settings("relay")
+    with tracing("relay"):
+        asyncio.run(run_relay(settings))
 
 
 @app.command()
@@ -97,8 +103,11 @@ def orchestrator() -> None:
     """Run the saga orchestrator: consumes replies, sends the next commands, and wakes
     sagas whose deadline or retry backoff has passed."""
     from sagaway.runners.orchestrator import run_orchestrator
+    from sagaway.tracing import tracing
 
-    asyncio.run(run_orchestrator(_settings("orchestrator")))
+    settings = _settings("orchestrator")
+    with tracing("orchestrator"):
+        asyncio.run(run_orchestrator(settings))
 
 
 @app.command()
@@ -107,8 +116,11 @@ def worker(
 ) -> None:
     """Run one participant service: inventory, payment or notification."""
     from sagaway.runners.worker import run_worker
+    from sagaway.tracing import tracing
 
-    asyncio.run(run_worker(_settings(participant.value), participant.value))
+    settings = _settings(participant.value)
+    with tracing(participant.value):
+        asyncio.run(run_worker(settings, participant.value))
 
 
 @app.command()

@@ -75,12 +75,20 @@ def sessions(db: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @pytest.fixture(scope="session")
 async def broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    """A connection with this run's topology declared; its queues are deleted at the end."""
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    """A connection with this run's topology declared; its queues are deleted at the end.
+
+    A plain connection, not a robust one: after a test restarts RabbitMQ a robust one
+    would try to restore every queue the tests declared and deleted since.
+    """
+    connection = await aio_pika.connect(settings.amqp_url)
     topology = build_topology(settings)
     channel = await connection.channel()
     await declare(channel, topology)
-    yield connection
+    yield connection  # type: ignore[misc]
+    if not connection.is_closed:
+        await connection.close()
+    # A fresh connection for the clean-up: the broker may have been restarted by a test.
+    connection = await aio_pika.connect(settings.amqp_url)
     channel = await connection.channel()
     for spec in topology.queues:
         await channel.queue_delete(spec.name)

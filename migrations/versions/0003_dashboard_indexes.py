@@ -40,7 +40,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_sagas_finished_updated",
         "sagas",
-        ["updated_at"],
+        ["updated_at", "status"],
         unique=False,
         schema="sagas",
         postgresql_where=sa.text("status IN ('COMPLETED', 'COMPENSATED', 'FAILED')"),

@@ -10,9 +10,10 @@ import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import aio_pika
-from sqlalchemy import Table, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, Table, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.definitions import DEFINITIONS
@@ -36,8 +37,9 @@ from sagaway.settings import Settings
 from sagaway.topology import OUTBOX_TABLES, build_topology
 from services.ops.sagas import decode_cursor
 
-# Counting stops here: past it the overview says "at least", and stays fast.
-COUNT_CAP = 1_000_000
+# Counts are exact up to here and estimated from the table's statistics beyond, so the
+# overview stays fast with millions of sagas.
+COUNT_CAP = 50_000
 THROUGHPUT_MINUTES = 15
 BROKER_TIMEOUT_S = 3.0
 
@@ -55,12 +57,20 @@ class MinuteBucket:
 
 @dataclass(frozen=True, slots=True)
 class OutboxBacklog:
-    """Rows of one outbox the relay has not published yet."""
+    """Rows of one outbox still to publish, and rows the relay gave up on.
+
+    Attributes:
+        unpublished: rows waiting for the relay (not given up on).
+        oldest_at: when the oldest of them was written.
+        dead: rows the relay gave up on; they hold back their saga's later messages
+            until an operator deals with them.
+    """
 
     outbox: str
     unpublished: int
     oldest_at: datetime | None
     oldest_age_s: float | None
+    dead: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +86,15 @@ class Overview:
     """The dashboard's first page.
 
     Attributes:
+        counts: sagas by status; exact below ``count_cap``.
+        estimated: the statuses whose count is a statistics-based estimate.
         dead_letters: None when RabbitMQ could not be asked; ``dead_letters_error``
             then says why.
     """
 
     at: datetime
     counts: dict[str, int]
+    estimated: list[str]
     count_cap: int
     throughput: list[MinuteBucket]
     outbox: list[OutboxBacklog]
@@ -113,7 +126,8 @@ async def overview(session: AsyncSession, settings: Settings) -> Overview:
         letters, letters_error = None, str(exc)
     return Overview(
         at=now,
-        counts=counts,
+        counts={c.status: c.count for c in counts},
+        estimated=[c.status for c in counts if not c.exact],
         count_cap=COUNT_CAP,
         throughput=[MinuteBucket(minute=m, counts=c) for m, c in sorted(buckets.items())],
         outbox=backlog,
@@ -124,25 +138,29 @@ async def overview(session: AsyncSession, settings: Settings) -> Overview:
 
 
 async def _backlog(session: AsyncSession, name: str, table: Table, now: datetime) -> OutboxBacklog:
-    # Both reads stay on the outbox's partial indexes of unpublished rows; ``id`` order
-    # is write order, so the lowest unpublished id is the oldest waiting row.
+    # Every read stays on the outbox's partial indexes of unpublished rows; ``id``
+    # order is write order, so the lowest pending id is the oldest waiting row.
     unpublished = table.c.published_at.is_(None)
-    count = select(func.count()).select_from(
-        select(literal_column("1"))
-        .select_from(table)
-        .where(unpublished)
-        .limit(COUNT_CAP)
-        .subquery()
-    )
-    oldest = select(table.c.created_at).where(unpublished).order_by(table.c.id).limit(1)
-    n = int((await session.execute(count)).scalar_one())
+    pending = unpublished & table.c.dead_at.is_(None)
+    dead = unpublished & table.c.dead_at.is_not(None)
+    oldest = select(table.c.created_at).where(pending).order_by(table.c.id).limit(1)
+    n = await _count(session, table, pending)
     oldest_at: datetime | None = (await session.execute(oldest)).scalar_one_or_none()
     return OutboxBacklog(
         outbox=name,
         unpublished=n,
         oldest_at=oldest_at,
         oldest_age_s=max(0.0, (now - oldest_at).total_seconds()) if oldest_at else None,
+        dead=await _count(session, table, dead),
     )
+
+
+async def _count(session: AsyncSession, table: Table, where: ColumnElement[bool]) -> int:
+    capped: Select[tuple[Any]] = (
+        select(literal_column("1")).select_from(table).where(where).limit(COUNT_CAP)
+    )
+    query = select(func.count()).select_from(capped.subquery())
+    return int((await session.execute(query)).scalar_one())
 
 
 async def dead_letter_counts(settings: Settings) -> list[DeadLetterCount]:

@@ -27,6 +27,7 @@ from services.orders import (
     routes_sagas,
 )
 from services.orders.body_limit import BodyLimitMiddleware
+from services.orders.tracing_middleware import TracingMiddleware
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, _unhandled)
     app.middleware("http")(_request_context)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(TracingMiddleware)  # last added, outermost: its span covers the rest
     return app
 
 

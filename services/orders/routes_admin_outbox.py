@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +16,7 @@ from services.orders.responses import UNAUTHORIZED, invalid, not_a_uuid, problem
 
 router = APIRouter(prefix="/admin/outbox", tags=["admin"], responses={401: UNAUTHORIZED})
 
-_DEAD_EXAMPLE = {
+_DEAD_EXAMPLE: dict[str, Any] = {
     "outbox": "sagas",
     "message_id": "0b6f1c2e-3d4a-4b5c-9d8e-7f6a5b4c3d2e",
     "saga_id": "5b1d3c7a-9e2f-4b8a-8c6d-1a2b3c4d5e6f",

@@ -17,6 +17,7 @@ from orchestrator.state import SagaStatus
 from services.ops import dashboard
 from services.ops.sagas import BadCursor
 from services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
+from services.orders.responses import UNAUTHORIZED, invalid, not_a_uuid, problem
 from services.orders.routes_sagas import saga_view
 from services.orders.schemas import HistoryItem
 from services.orders.schemas_dashboard import (
@@ -33,9 +34,7 @@ from services.orders.schemas_dashboard import (
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 
-router = APIRouter(
-    prefix="/admin", tags=["dashboard"], responses={401: {"description": "No or wrong token"}}
-)
+router = APIRouter(prefix="/admin", tags=["dashboard"], responses={401: UNAUTHORIZED})
 
 
 def ui_files() -> StaticFiles:
@@ -52,6 +51,7 @@ async def get_overview(session: SessionDep, settings: SettingsDep, _: AdminDep) 
     return OverviewView(
         at=view.at,
         counts=view.counts,
+        estimated=view.estimated,
         count_cap=view.count_cap,
         throughput=[MinuteBucketView(minute=b.minute, counts=b.counts) for b in view.throughput],
         outbox=[
@@ -60,6 +60,7 @@ async def get_overview(session: SessionDep, settings: SettingsDep, _: AdminDep) 
                 unpublished=o.unpublished,
                 oldest_at=o.oldest_at,
                 oldest_age_s=o.oldest_age_s,
+                dead=o.dead,
             )
             for o in view.outbox
         ],
@@ -76,7 +77,7 @@ async def get_overview(session: SessionDep, settings: SettingsDep, _: AdminDep) 
 @router.get(
     "/sagas/search",
     response_model=SagaSearchPage,
-    responses={422: {"description": "Bad filter or cursor"}},
+    responses={422: invalid("Bad filter or cursor", {"detail": "cursor is not valid"})},
 )
 async def search_sagas(
     session: SessionDep,
@@ -130,7 +131,11 @@ async def search_sagas(
     )
 
 
-@router.get("/sagas/{saga_id}/timeline", response_model=SagaTimelineView, responses={404: {}})
+@router.get(
+    "/sagas/{saga_id}/timeline",
+    response_model=SagaTimelineView,
+    responses={404: problem("No saga has this id", "saga not found"), 422: not_a_uuid("saga_id")},
+)
 async def get_timeline(
     saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, _: AdminDep
 ) -> SagaTimelineView:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from sagaway.settings import Settings
+from tests.e2e.span_receiver import SpanReceiver
 from tests.support import ADMIN_TOKEN, wait_for
 
 LOGS = Path(__file__).resolve().parents[1] / "artifacts" / "e2e-logs"
@@ -26,6 +27,7 @@ class System:
 
     settings: Settings
     api_url: str
+    traces_endpoint: str | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -43,6 +45,18 @@ class System:
                 "SAGAWAY_STEP_MAX_ATTEMPTS": str(self.settings.step_max_attempts),
             }
         )
+        if self.traces_endpoint is not None:
+            # Every component exports its spans to the tests' receiver, batched briefly
+            # so that a test waits a fraction of a second for a saga's spans.
+            env.update(
+                {
+                    "OTEL_TRACES_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.traces_endpoint,
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                    "OTEL_BSP_SCHEDULE_DELAY": "200",
+                }
+            )
+            env.pop("OTEL_SERVICE_NAME", None)
         return env
 
     def start(self, name: str, *args: str) -> None:
@@ -77,18 +91,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(scope="package")
+def span_receiver() -> Iterator[SpanReceiver]:
+    """Receives the spans every component exports (up before any component starts)."""
+    receiver = SpanReceiver()
+    yield receiver
+    receiver.close()
+
+
 # Package scope: the components stop when the e2e tests end, so they never compete
 # with the integration tests' own consumers for the run's queues.
 @pytest.fixture(scope="package")
-def system(migrated: Settings, broker: object) -> Iterator[System]:
-    """API, relay, orchestrator and the three workers, on this run's database."""
+def system(migrated: Settings, broker: object, span_receiver: SpanReceiver) -> Iterator[System]:
+    """API, relay, orchestrator and the three workers, on this run's database, exporting
+    their spans to ``span_receiver``."""
     port = free_port()
     # Short deadlines and backoff, so the failure scenarios (retries, deadlines,
     # FAILED) play out in seconds; generous enough that a healthy reply never misses.
     fast = migrated.model_copy(
         update={"step_timeout_s": 3.0, "step_backoff_s": 0.2, "step_max_attempts": 3}
     )
-    sys_ = System(settings=fast, api_url=f"http://127.0.0.1:{port}")
+    sys_ = System(
+        settings=fast, api_url=f"http://127.0.0.1:{port}", traces_endpoint=span_receiver.endpoint
+    )
     sys_.start("api", "api", "--port", str(port))
     sys_.start("relay", "relay")
     sys_.start("orchestrator", "orchestrator")

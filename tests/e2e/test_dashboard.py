@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 STEPS = ["reserve_inventory", "authorize_payment", "approve_order", "notify_customer"]
 # Three payment attempts answered "unavailable" with 0.2 s backoff: FAILED in about a
 # second; the margin covers a slow machine.
@@ -39,17 +40,23 @@ UI_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    """A fresh chromium profile; fails (never skips) when the browser is missing."""
+def chromium() -> Path:
+    """Debian's chromium; fails (never skips) when it is missing."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: run scripts/ensure-chromium.sh (as root it installs"
             " Debian's chromium with apt-get) so the dashboard can be tested in a browser"
         )
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: Path, tmp_path: Path) -> AsyncIterator[BrowserContext]:
+    """A headless chromium with a fresh profile."""
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
+            executable_path=str(chromium),
             args=CHROMIUM_ARGS,
             # Headless through --headless=new above, not Playwright's own flag.
             headless=False,
@@ -62,43 +69,54 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
             await context.close()
 
 
-async def _failed_saga(
-    api: httpx.AsyncClient, admin: dict[str, str], sku: str, customer: str
-) -> dict[str, Any]:
-    """An order whose payment step ran out of attempts: its saga is FAILED."""
-    for path, body in (
-        (f"/admin/inventory/{sku}", {"available": 10}),
-        (f"/admin/customers/{customer}", {"credit_limit_cents": 100_000}),
-        ("/admin/faults/payment", {"mode": "unavailable"}),
-    ):
-        response = await api.put(path, json=body, headers=admin)
-        assert response.status_code == 200, response.text
+async def _place(api: httpx.AsyncClient, customer: str, sku: str, cents: int) -> dict[str, Any]:
     response = await api.post(
         "/orders",
         json={
             "customer_id": customer,
-            "items": [{"sku": sku, "quantity": 2, "unit_price_cents": 1250}],
+            "items": [{"sku": sku, "quantity": 1, "unit_price_cents": cents}],
         },
     )
     assert response.status_code == 202, response.text
     placed: dict[str, Any] = response.json()
+    return placed
 
+
+async def _ended(api: httpx.AsyncClient, saga_id: str) -> dict[str, Any]:
     async def saga() -> dict[str, Any]:
-        body: dict[str, Any] = (await api.get(f"/sagas/{placed['saga_id']}")).json()
+        body: dict[str, Any] = (await api.get(f"/sagas/{saga_id}")).json()
         return body
 
-    failed = await wait_for(
-        saga,
-        until=lambda s: s["status"] in ("FAILED", "COMPLETED", "COMPENSATED"),
-        within=FAILED_WITHIN_S,
-        what="saga FAILED",
+    return await wait_for(
+        saga, until=lambda s: s["status"] in TERMINAL, within=FAILED_WITHIN_S, what="saga ended"
     )
+
+
+async def _some_history(api: httpx.AsyncClient, admin: dict[str, str], sku: str) -> None:
+    """A few completed sagas and a compensated one, so the overview has something to show."""
+    response = await api.put(
+        "/admin/customers/c-ui-broke", json={"credit_limit_cents": 1}, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    placed = [await _place(api, f"c-ui-{i}", sku, 500) for i in range(3)]
+    placed.append(await _place(api, "c-ui-broke", sku, 500))
+    ended = [await _ended(api, p["saga_id"]) for p in placed]
+    assert [s["status"] for s in ended] == ["COMPLETED"] * 3 + ["COMPENSATED"], ended
+
+
+async def _failed_saga(
+    api: httpx.AsyncClient, admin: dict[str, str], sku: str, customer: str
+) -> dict[str, Any]:
+    """An order whose payment step ran out of attempts: its saga is FAILED."""
+    response = await api.put("/admin/faults/payment", json={"mode": "unavailable"}, headers=admin)
+    assert response.status_code == 200, response.text
+    placed = await _place(api, customer, sku, 1250)
+    failed = await _ended(api, placed["saga_id"])
     assert failed["status"] == "FAILED", failed
     return placed
 
 
 async def _shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
@@ -109,7 +127,12 @@ async def test_retry_a_failed_saga_from_the_dashboard(
     browser: BrowserContext,
 ) -> None:
     sku, customer = f"UI-{uuid.uuid4().hex[:8]}", f"c-ui-{uuid.uuid4().hex[:8]}"
+    response = await api.put(
+        f"/admin/inventory/{sku}", json={"available": 100}, headers=admin_headers
+    )
+    assert response.status_code == 200, response.text
     try:
+        await _some_history(api, admin_headers, sku)
         placed = await _failed_saga(api, admin_headers, sku, customer)
         response = await api.put(
             "/admin/faults/payment", json={"mode": "ok"}, headers=admin_headers
@@ -197,3 +220,46 @@ async def test_dashboard_endpoints_need_the_admin_token(api: httpx.AsyncClient) 
     page = await api.get("/ui/")
     assert page.status_code == 200
     assert 'type="module"' in page.text
+    redirect = await api.get("/ui")
+    assert redirect.status_code == 307
+    assert redirect.headers["location"].endswith("/ui/")
+
+
+async def test_search_filters_and_pages_newest_first(
+    api: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    sku, customer = f"UI-{uuid.uuid4().hex[:8]}", f"c-ui-{uuid.uuid4().hex[:8]}"
+    response = await api.put(
+        f"/admin/inventory/{sku}", json={"available": 10}, headers=admin_headers
+    )
+    assert response.status_code == 200, response.text
+    placed = [await _place(api, customer, sku, 100) for _ in range(3)]
+    newest_first = [p["saga_id"] for p in reversed(placed)]
+
+    async def search(**query: str | int) -> dict[str, Any]:
+        response = await api.get("/admin/sagas/search", params=query, headers=admin_headers)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    first = await search(customer_id=customer, limit=2)
+    second = await search(customer_id=customer, limit=2, cursor=first["next_cursor"])
+    assert [s["saga_id"] for s in first["items"] + second["items"]] == newest_first
+    assert second["next_cursor"] is None
+    assert {s["customer_id"] for s in first["items"]} == {customer}
+
+    by_order = await search(order_id=placed[1]["order_id"], saga_type="order_fulfillment")
+    assert [s["saga_id"] for s in by_order["items"]] == [placed[1]["saga_id"]]
+    assert (await search(customer_id=customer, saga_type="no_such_saga"))["items"] == []
+    created = [s["created_at"] for s in first["items"]]
+    window = await search(customer_id=customer, created_from=created[1], created_to=created[0])
+    assert [s["saga_id"] for s in window["items"]] == [newest_first[1]]
+
+    # The search's cursors and GET /admin/sagas's are the same kind.
+    legacy = await api.get(
+        "/admin/sagas", params={"limit": 1, "cursor": first["next_cursor"]}, headers=admin_headers
+    )
+    assert legacy.status_code == 200, legacy.text
+    for bad in ({"cursor": "not-a-cursor"}, {"created_from": "2025-01-01T00:00:00"}):
+        response = await api.get("/admin/sagas/search", params=bad, headers=admin_headers)
+        assert response.status_code == 422, (bad, response.text)

@@ -42,7 +42,16 @@ class Target:
 
 
 @pytest.fixture
-async def target(settings: Settings, broker: AbstractRobustConnection) -> AsyncIterator[Target]:
+async def own_broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection of this test's own: the shared one would try to restore, after the
+    broker restart, every queue the earlier tests declared and deleted."""
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def target(settings: Settings, own_broker: AbstractRobustConnection) -> AsyncIterator[Target]:
     prefix = f"{settings.namespace}.crash-{uuid.uuid4().hex[:6]}"
     topo = Topology(
         exchanges=(f"{prefix}.x",),
@@ -50,10 +59,10 @@ async def target(settings: Settings, broker: AbstractRobustConnection) -> AsyncI
         dead_letter_exchange=f"{prefix}.dlx",
         queue_type=settings.queue_type,
     )
-    channel = await broker.channel()
+    channel = await own_broker.channel()
     await declare(channel, topo)
     yield Target(exchange=topo.exchanges[0], queue=topo.queues[0].name)
-    channel = await _channel(broker)
+    channel = await _channel(own_broker)
     await channel.queue_delete(topo.queues[0].name)
     await channel.queue_delete(topo.dead_letter_queue(topo.queues[0].name))
     await channel.exchange_delete(topo.exchanges[0])
@@ -176,7 +185,7 @@ async def test_a_relay_killed_mid_stream_loses_nothing_after_restart(
     settings: Settings,
     db: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
-    broker: AbstractRobustConnection,
+    own_broker: AbstractRobustConnection,
     target: Target,
     relays: list[RelayProcess],
 ) -> None:
@@ -193,7 +202,7 @@ async def test_a_relay_killed_mid_stream_loses_nothing_after_restart(
         lambda: _published(db, ids), until=lambda n: n == ROWS, within=90, what="all out"
     )
 
-    seen = await _received(broker, target.queue, ROWS)
+    seen = await _received(own_broker, target.queue, ROWS)
     assert set(seen) == {str(i) for i in ids}  # every message arrived, nothing else did
     assert sum(seen.values()) >= ROWS  # repeats possible, only of the same message_id
 
@@ -202,7 +211,7 @@ async def test_rabbitmq_restarted_mid_stream_loses_nothing(
     settings: Settings,
     db: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
-    broker: AbstractRobustConnection,
+    own_broker: AbstractRobustConnection,
     target: Target,
     relays: list[RelayProcess],
 ) -> None:
@@ -223,7 +232,7 @@ async def test_rabbitmq_restarted_mid_stream_loses_nothing(
         lambda: _published(db, ids), until=lambda n: n == ROWS, within=120, what="all out"
     )
     assert relays[0].process.poll() is None, "the relay died with the broker"
-    seen = await _received(broker, target.queue, ROWS)
+    seen = await _received(own_broker, target.queue, ROWS)
     assert set(seen) == {str(i) for i in ids}
     assert sum(seen.values()) >= ROWS
 

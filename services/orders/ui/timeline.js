@@ -68,7 +68,7 @@ export function buildModel(story, nowMs) {
         reason: m[3] || null,
       });
     } else if (e.kind === "stale_reply") {
-      markers.push({ t, type: "stale", label: "stale", detail: `${e.detail} (message ${e.message_id})` });
+      markers.push({ t, type: "stale", label: "", detail: `${e.detail} (message ${e.message_id})` });
     } else if (e.kind === "admin_retry" || e.kind === "admin_abort") {
       const action = e.kind.slice("admin_".length);
       markers.push({ t, type: "admin", action, label: `operator ${action}`, detail: `operator ${action}, ${e.detail}` });
@@ -82,8 +82,14 @@ export function buildModel(story, nowMs) {
 }
 
 /**
- * A time → x mapping that folds idle gaps longer than a sixth of the picture. Only
- * time when no attempt was in flight is idle: a slow attempt is drawn to scale.
+ * The time axis: a time → x mapping, piecewise between consecutive event times.
+ *
+ * A saga's story mixes milliseconds (a healthy reply) with seconds (a timeout) and
+ * hours (a FAILED saga waiting for an operator). So idle stretches longer than a sixth
+ * of the picture are folded to a fixed width (never while an attempt is in flight:
+ * slow attempts are the story), and every other stretch gets width partly in
+ * proportion to its duration and mostly to its square root (and at least 12 px), which keeps a
+ * 40 ms compensation visible next to a 3 s timeout. Durations are labelled, so nothing is lost.
  */
 function makeScale(times, busy, x0, x1) {
   const points = [...new Set(times)].sort((a, b) => a - b);
@@ -91,26 +97,39 @@ function makeScale(times, busy, x0, x1) {
   const t1 = points[points.length - 1];
   const total = Math.max(t1 - t0, 1);
   const threshold = Math.max(1500, total / 6);
-  const gaps = [];
+  const segments = [];
   for (let i = 0; i + 1 < points.length; i++) {
     const [from, to] = [points[i], points[i + 1]];
-    if (to - from > threshold && !busy.some(([a, b]) => a < to && b > from)) gaps.push({ from, to });
+    const folded = to - from > threshold && !busy.some(([a, b]) => a < to && b > from);
+    segments.push({ from, to, d: to - from, folded });
   }
-  const folded = gaps.reduce((sum, g) => sum + (g.to - g.from), 0);
-  const active = Math.max(total - folded, 1);
-  const gapV = gaps.length ? active * 0.12 : 0;
-  const vTotal = active + gaps.length * gapV;
-  const virtual = (t) => {
-    let v = t - t0;
-    for (const g of gaps) {
-      const len = g.to - g.from;
-      if (t >= g.to) v -= len - gapV;
-      else if (t > g.from) v -= (t - g.from) * (1 - gapV / len);
-    }
-    return v;
+  const FOLD_W = 46;
+  const MIN_W = 12;
+  const open = segments.filter((g) => !g.folded);
+  const room = Math.max((x1 - x0) * 0.5, x1 - x0 - FOLD_W * (segments.length - open.length));
+  const sumD = open.reduce((a, g) => a + g.d, 0) || 1;
+  const sumR = open.reduce((a, g) => a + Math.sqrt(g.d), 0) || 1;
+  let x = x0;
+  for (const g of segments) {
+    g.x = x;
+    const share = 0.3 * (g.d / sumD) + 0.7 * (Math.sqrt(g.d) / sumR);
+    g.w = g.folded ? FOLD_W : Math.max(MIN_W, room * share);
+    x += g.w;
+  }
+  const stretch = segments.length ? (x1 - x0) / (x - x0) : 1;
+  for (const g of segments) {
+    g.x = x0 + (g.x - x0) * stretch;
+    g.w *= stretch;
+  }
+  const toX = (t) => {
+    if (!segments.length || t <= t0) return x0;
+    if (t >= t1) return x1;
+    const g = segments.find((seg) => t <= seg.to) || segments[segments.length - 1];
+    return g.x + (g.w * (t - g.from)) / Math.max(g.d, 1e-9);
   };
-  const x = (t) => x0 + ((x1 - x0) * virtual(t)) / vTotal;
-  return { x, t0, t1, gaps, active };
+  const gaps = segments.filter((g) => g.folded);
+  const active = Math.max(total - gaps.reduce((a, g) => a + g.d, 0), 1);
+  return { x: toX, t0, t1, active, segments, gaps };
 }
 
 function niceStep(rough) {
@@ -122,7 +141,7 @@ function niceStep(rough) {
 const LABEL_W = 200;
 const PAD_R = 28;
 const AXIS_H = 24;
-const EVENTS_H = 40;
+const EVENTS_H = 52;
 const LANE_H = 46;
 const FOOT_H = 22;
 const charW = (text, size = 11) => text.length * size * 0.6;
@@ -214,19 +233,21 @@ export function drawTimeline(story, { width, now }) {
     svg.append(lane);
   });
 
-  // Time axis: ticks every "nice" step of active time, none inside a folded gap.
+  // Time axis: offsets from the start at a "nice" step, only where time is not folded,
+  // and never closer than 70 px.
   const step = niceStep(scale.active / Math.max(1, (x1 - x0) / 110));
   let lastX = -Infinity;
-  for (let k = 0; scale.t0 + k * step <= scale.t1 + 1e-6 && k < 2000; k++) {
-    const t = scale.t0 + k * step;
-    if (scale.gaps.some((g) => t > g.from && t < g.to)) continue;
-    const x = scale.x(t);
-    if (x - lastX < 70) continue;
-    lastX = x;
-    svg.append(
-      s("line", { class: "grid", x1: x, x2: x, y1: AXIS_H - 4, y2: lanesBottom }),
-      s("text", { class: "tick", x, y: 14, "text-anchor": "middle" }, k === 0 ? fmtTime(t) : `+${fmtDuration(k * step)}`),
-    );
+  for (const g of scale.segments.filter((seg) => !seg.folded)) {
+    for (let k = Math.ceil((g.from - scale.t0) / step); scale.t0 + k * step <= g.to; k++) {
+      const t = scale.t0 + k * step;
+      const x = scale.x(t);
+      if (x - lastX < 70) continue;
+      lastX = x;
+      svg.append(
+        s("line", { class: "grid", x1: x, x2: x, y1: AXIS_H - 4, y2: lanesBottom }),
+        s("text", { class: "tick", x, y: 14, "text-anchor": "middle" }, k === 0 ? fmtTime(t) : `+${fmtDuration(k * step)}`),
+      );
+    }
   }
 
   // Folded gaps: a band with a zigzag edge, and how long nothing happened.
@@ -279,28 +300,37 @@ export function drawTimeline(story, { width, now }) {
       (sp.purpose === "compensation" ? "undo " : sp.attempt > 1 ? `#${sp.attempt} ` : "") +
       (sp.outcome === "in-flight" ? "waiting " : sp.outcome === "timeout" ? "timeout " : "") +
       fmtDuration(sp.end - sp.start);
+    // Above the bar, or ending at the picture's edge; skipped if it would overlap the
+    // previous label of the lane (the bar's tooltip still has it).
+    const lw = charW(label, 10);
+    const lx = Math.min(xs, width - 4 - lw);
     const end = labelEnds.get(sp.lane) ?? -Infinity;
-    if (xs >= end + 4) {
-      group.append(s("text", { class: "dur", x: xs, y: y + 12 }, label));
-      labelEnds.set(sp.lane, xs + charW(label, 10));
+    if (lx >= end + 4) {
+      group.append(s("text", { class: "dur", x: lx, y: y + 12 }, label));
+      labelEnds.set(sp.lane, lx + lw);
     }
     svg.append(group);
   }
 
   // Saga events: start, end, stale replies; operator actions cut across every lane.
+  // Two rows for labelled markers; stale replies (glyphs only, possibly many) on a
+  // third, so they never push an operator action's label out.
   const rows = [AXIS_H + 15, AXIS_H + 32];
   const rowEnds = [-Infinity, -Infinity];
+  const staleY = AXIS_H + 47;
   for (const m of markers.sort((a, b) => a.t - b.t)) {
     const x = scale.x(m.t);
     const g = s("g", { class: `marker ${m.type}`, "data-marker": m.type });
-    // A label goes right of its marker, or left of it at the picture's right edge,
-    // on the first of two rows where it overlaps no other label.
-    const labelW = charW(m.label);
+    // A label goes right of its marker, or left of it at the picture's right edge, on
+    // the first of two rows where marker and label overlap nothing drawn before.
+    const labelW = m.label ? charW(m.label) : 0;
     const gapX = m.type === "admin" ? 12 : 9;
     const right = x + gapX + labelW <= width - 4;
-    const from = right ? x + gapX : x - gapX - labelW;
-    const row = rowEnds.findIndex((end) => from >= end + 6);
-    const cy = rows[row === -1 ? 0 : row] - 4;
+    const from = m.label ? (right ? x + gapX : x - gapX - labelW) : x - 6;
+    const [lo, hi] = [Math.min(from, x - 6), Math.max(from + labelW, x + 6)];
+    const row = m.type === "stale" ? -1 : rowEnds.findIndex((end) => lo >= end + 4);
+    if (row !== -1) rowEnds[row] = hi;
+    const cy = m.type === "stale" ? staleY - 4 : rows[row === -1 ? 0 : row] - 4;
     if (m.type === "admin") {
       g.append(
         s("line", { class: "admin-line", x1: x, x2: x, y1: AXIS_H + 2, y2: lanesBottom }),
@@ -311,10 +341,9 @@ export function drawTimeline(story, { width, now }) {
     } else {
       g.append(s("circle", { class: `dot ${m.type} ${(m.status || "").toLowerCase()}`, cx: x, cy, r: 5 }));
     }
-    if (row !== -1) {
+    if (row !== -1 && m.label) {
       const anchor = right ? { x: from } : { x: x - gapX, "text-anchor": "end" };
       g.append(s("text", { class: "marker-label", ...anchor, y: cy + 4 }, m.label));
-      rowEnds[row] = from + labelW;
     }
     g.append(s("title", {}, `${fmtTime(m.t)}  ${m.detail}`));
     svg.append(g);
