@@ -197,9 +197,14 @@ async def test_backoff_retries_and_an_operator_retry_stay_in_the_saga_trace(
     (retry,) = [s for s in found.saga if s.name == "saga.retry"]
     ((linked_trace, _),) = retry.links
     assert linked_trace != trace_id
-    requests = [
-        s
-        for s in span_receiver.spans()
-        if s.trace_id == linked_trace and s.kind == SPAN_KIND_SERVER
-    ]
+
+    async def request_spans() -> list[Any]:
+        # The server span ends after the answer is sent, so it comes in a later batch.
+        return [
+            s
+            for s in span_receiver.spans()
+            if s.trace_id == linked_trace and s.kind == SPAN_KIND_SERVER
+        ]
+
+    requests = await wait_for(request_spans, what="the retry request's span")
     assert [s.attributes["http.route"] for s in requests] == ["/admin/sagas/{saga_id}/retry"]
