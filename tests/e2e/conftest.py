@@ -59,13 +59,16 @@ class System:
             env.pop("OTEL_SERVICE_NAME", None)
         return env
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         """Start a component (``name`` is unique: ``relay``, ``relay-2``...)."""
         LOGS.mkdir(parents=True, exist_ok=True)
         # The child keeps its own copy of the descriptor; ours can close at once.
         with (LOGS / f"{self.settings.namespace}-{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "sagaway", *args], env=self.env(), stdout=log, stderr=log
+                [sys.executable, "-m", "sagaway", *args],
+                env=self.env() | (env or {}),
+                stdout=log,
+                stderr=log,
             )
 
     def stop(self, name: str, *, sig: signal.Signals = signal.SIGTERM) -> int:
