@@ -230,7 +230,6 @@ class SagaMachine:
         return self._compensate_from(
             state,
             state.cursor,
-            "aborted",
             event,
             ("operator abort: compensating",),
             include_failed=True,
@@ -256,9 +255,7 @@ class SagaMachine:
             )
         if state.phase is Phase.COMPENSATE:
             state = state.with_step(i, status=StepStatus.COMPENSATED, finished_at=event.now)
-            return self._compensate_from(
-                state, i - 1, state.rejection_reason or "", event, (f"step {name} compensated",)
-            )
+            return self._compensate_from(state, i - 1, event, (f"step {name} compensated",))
         return self._begin(
             state,
             Phase.EPILOGUE,
@@ -281,9 +278,7 @@ class SagaMachine:
                 (f"step {name} rejected: {reason}",),
             )
         state = replace(state, rejection_reason=reason, failure_reason=reason)
-        return self._compensate_from(
-            state, i - 1, reason, event, (f"step {name} rejected: {reason}",)
-        )
+        return self._compensate_from(state, i - 1, event, (f"step {name} rejected: {reason}",))
 
     def _technical_failure(self, state: SagaState, error: str, event: Event) -> Transition:
         policy = self.policy_for(state)
@@ -313,7 +308,6 @@ class SagaMachine:
         self,
         state: SagaState,
         index: int,
-        reason: str,
         event: Event,
         notes: tuple[str, ...],
         *,

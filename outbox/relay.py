@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
-from sqlalchemy import ARRAY, BigInteger, Table, bindparam, text
+from sqlalchemy import ARRAY, BigInteger, Row, Table, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import metrics
@@ -96,10 +97,10 @@ class Relay:
             tables=[t.fullname for t in self._tables],
             concurrency=self._options.concurrency,
         )
-        await asyncio.gather(*(self._loop(stop, n) for n in range(self._options.concurrency)))
+        await asyncio.gather(*(self._loop(stop) for _ in range(self._options.concurrency)))
         log.info("relay stopped")
 
-    async def _loop(self, stop: asyncio.Event, worker: int) -> None:
+    async def _loop(self, stop: asyncio.Event) -> None:
         backoff = self._options.unlistened_poll_s
         busy: set[str] = set()
         woken = False
@@ -227,16 +228,16 @@ class Relay:
             raise outcome.broker_error
         return len(outcome.published), len(rows) >= self._options.batch_size
 
-    async def _publish(self, rows: Sequence[object]) -> _Outcome:
+    async def _publish(self, rows: Sequence[Row[Any]]) -> _Outcome:
         messages = [
             RawMessage(
-                message_id=str(r.message_id),  # type: ignore[attr-defined]
-                message_type=r.message_type,  # type: ignore[attr-defined]
-                correlation_id=str(r.correlation_id),  # type: ignore[attr-defined]
-                exchange=r.exchange,  # type: ignore[attr-defined]
-                routing_key=r.routing_key,  # type: ignore[attr-defined]
-                body=bytes(r.body),  # type: ignore[attr-defined]
-                traceparent=r.traceparent,  # type: ignore[attr-defined]
+                message_id=str(r.message_id),
+                message_type=r.message_type,
+                correlation_id=str(r.correlation_id),
+                exchange=r.exchange,
+                routing_key=r.routing_key,
+                body=bytes(r.body),
+                traceparent=r.traceparent,
             )
             for r in rows
         ]
@@ -247,13 +248,13 @@ class Relay:
         outcome = _Outcome()
         confirmed_at = datetime.now(UTC)
         for row, result in zip(rows, results, strict=True):
-            row_id: int = row.id  # type: ignore[attr-defined]
+            row_id: int = row.id
             if result is None:
                 outcome.published.append(row_id)
-                created_at: datetime = row.created_at  # type: ignore[attr-defined]
+                created_at: datetime = row.created_at
                 metrics.LAG_SECONDS.observe(max(0.0, (confirmed_at - created_at).total_seconds()))
             elif isinstance(result, PublishFailed):
-                outcome.failed.append((row_id, row.attempts, str(result)))  # type: ignore[attr-defined]
+                outcome.failed.append((row_id, row.attempts, str(result)))
             elif isinstance(result, BrokerUnavailable):
                 # Not the message's fault: hand the row back at once, uncounted.
                 outcome.released.append(row_id)

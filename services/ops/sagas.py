@@ -10,6 +10,7 @@ import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +18,14 @@ from orchestrator.engine import SagaEngine
 from orchestrator.repository import SagaRecord
 from orchestrator.state import SagaState, SagaStatus
 from services.ops.audit import record_action
+
+
+class SagaAction(Protocol):
+    """An operator action on one saga (retry or abort)."""
+
+    async def __call__(
+        self, session: AsyncSession, engine: SagaEngine, saga_id: uuid.UUID, *, actor: str
+    ) -> SagaState: ...
 
 
 class BadCursor(ValueError):

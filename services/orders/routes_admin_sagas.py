@@ -8,8 +8,9 @@ from typing import Annotated
 import aio_pika
 import structlog
 from fastapi import APIRouter, HTTPException, Path, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.engine import SagaNotFound
+from orchestrator.engine import SagaEngine, SagaNotFound
 from orchestrator.state import SagaStatus
 from orchestrator.state_machine import InvalidRequest
 from outbox.amqp import Topology
@@ -17,7 +18,7 @@ from outbox.dead_letters import peek
 from sagaway.topology import build_topology
 from services.ops import faults
 from services.ops.audit import record_action
-from services.ops.sagas import BadCursor, abort_saga, list_sagas, retry_saga
+from services.ops.sagas import BadCursor, SagaAction, abort_saga, list_sagas, retry_saga
 from services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
 from services.orders.responses import UNAUTHORIZED, invalid, not_a_uuid, problem
 from services.orders.routes_sagas import saga_view
@@ -96,15 +97,7 @@ async def post_retry(
     The saga row is locked while the request runs: of concurrent retries one wins and
     the others find it no longer FAILED (409).
     """
-    structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
-    try:
-        async with session.begin():
-            state = await retry_saga(session, engine, saga_id, actor=actor)
-    except SagaNotFound as exc:
-        raise HTTPException(status_code=404, detail="saga not found") from exc
-    except InvalidRequest as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from exc
-    return SagaActionAccepted(saga_id=saga_id, status=state.status.value)
+    return await _operate(retry_saga, saga_id, session, engine, actor)
 
 
 @router.post(
@@ -129,10 +122,21 @@ async def post_abort(
     saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, actor: AdminDep
 ) -> SagaActionAccepted:
     """Compensate a FAILED saga that has not passed its pivot; it ends COMPENSATED."""
+    return await _operate(abort_saga, saga_id, session, engine, actor)
+
+
+async def _operate(
+    action: SagaAction,
+    saga_id: uuid.UUID,
+    session: AsyncSession,
+    engine: SagaEngine,
+    actor: str,
+) -> SagaActionAccepted:
+    """Run an operator action in its own transaction; map refusals to 404 and 409."""
     structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
     try:
         async with session.begin():
-            state = await abort_saga(session, engine, saga_id, actor=actor)
+            state = await action(session, engine, saga_id, actor=actor)
     except SagaNotFound as exc:
         raise HTTPException(status_code=404, detail="saga not found") from exc
     except InvalidRequest as exc:
