@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiormq.abc import ChannelFrame
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.common import FieldTable
+from pamqp.header import ContentHeader
 
 from outbox.errors import BrokerUnavailable, PublishFailed
 from outbox.tracing import TRACEPARENT
 
 MISSING_EXCHANGE_TTL_S = 30.0
+PERSISTENT = 2
+
+# Per message: None when the broker confirmed it, else why it was not.
+PublishResult = PublishFailed | BrokerUnavailable | None
+
+# aio-pika raises a bare RuntimeError for a channel on a connection that is closed or
+# still reconnecting; the rest are the ways aiormq reports a lost link.
+_LINK_ERRORS = (
+    RuntimeError,
+    aio_pika.exceptions.AMQPConnectionError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    ConnectionError,
+    OSError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +54,20 @@ class RawMessage:
 
 
 class Publisher(Protocol):
-    """Publishes one message and returns only once the broker confirmed it."""
+    """Publishes a batch and returns only once the broker settled every message."""
 
-    async def publish(self, message: RawMessage) -> None:
-        """Raises PublishFailed for this message, BrokerUnavailable for the link."""
+    async def publish_batch(self, messages: Sequence[RawMessage]) -> list[PublishResult]:
+        """One result per message, in order: None once confirmed, PublishFailed for
+        the message itself, BrokerUnavailable when the link failed under it."""
         ...
 
 
 class AioPikaPublisher:
-    """Publisher on an aio-pika channel with confirms and ``mandatory`` set.
+    """Publisher on one channel with confirms and ``mandatory`` set.
 
-    Every publish waits for its confirm, bounded by ``timeout_s``; many run at once on
-    the one channel, so a batch costs about one confirm round trip.
+    A batch goes out in order on the channel as one write, all of it in flight at
+    once, and is settled by one deadline of ``timeout_s``: a batch costs about one
+    confirm round trip and little CPU per message (see ``_send``).
     """
 
     def __init__(
@@ -57,81 +81,174 @@ class AioPikaPublisher:
         self._timeout_s = timeout_s
         self._max_bytes = max_message_bytes
         self._channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
+        self._exchanges: set[str] = set()
         self._missing: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
     async def publish(self, message: RawMessage) -> None:
-        """Publish persistently and wait for the confirm."""
-        if len(message.body) > self._max_bytes:
-            raise PublishFailed(
-                f"message of {len(message.body)} bytes exceeds the {self._max_bytes}-byte limit"
-            )
-        try:
-            exchange = await self._exchange(message.exchange)
-            await exchange.publish(
-                aio_pika.Message(
-                    body=message.body,
-                    message_id=message.message_id,
-                    correlation_id=message.correlation_id,
-                    type=message.message_type,
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    headers={TRACEPARENT: message.traceparent} if message.traceparent else None,
-                ),
-                routing_key=message.routing_key,
-                mandatory=True,
-                timeout=self._timeout_s,
-            )
-        except aio_pika.exceptions.DeliveryError as exc:
-            raise PublishFailed(f"broker refused message: {_describe(exc)}") from exc
-        except TimeoutError as exc:
-            raise PublishFailed("no confirm before the publish timeout") from exc
-        except (
-            # aio-pika raises a bare RuntimeError for a channel on a connection that is
-            # closed or still reconnecting.
-            RuntimeError,
-            aio_pika.exceptions.AMQPConnectionError,
-            aio_pika.exceptions.ChannelInvalidStateError,
-            aiormq.exceptions.ChannelClosed,
-            ConnectionError,
-            OSError,
-        ) as exc:
-            self._channel = None
-            raise BrokerUnavailable(f"broker link lost: {type(exc).__name__}") from exc
+        """Publish one message and wait for its confirm; raises what the batch reports."""
+        [result] = await self.publish_batch([message])
+        if result is not None:
+            raise result
 
-    async def _exchange(self, name: str) -> AbstractExchange:
-        """The exchange handle, checked once per channel to exist.
+    async def publish_batch(self, messages: Sequence[RawMessage]) -> list[PublishResult]:
+        """Publish persistently, in order, and wait for every confirm or the deadline."""
+        try:
+            refused = await self._check_exchanges({m.exchange for m in messages})
+            wire = await self._wire_channel()
+        except BrokerUnavailable as exc:
+            return [exc] * len(messages)
+        results: list[PublishResult] = [None] * len(messages)
+        sendable: list[int] = []
+        for index, message in enumerate(messages):
+            if len(message.body) > self._max_bytes:
+                results[index] = PublishFailed(
+                    f"message of {len(message.body)} bytes exceeds the {self._max_bytes}-byte limit"
+                )
+            elif message.exchange in refused:
+                results[index] = PublishFailed(f"exchange {message.exchange!r} does not exist")
+            else:
+                sendable.append(index)
+        if not sendable:
+            return results
+        try:
+            confirms = await _send(wire, [messages[i] for i in sendable])
+        except _LINK_ERRORS as exc:
+            self._channel = None
+            unavailable = BrokerUnavailable(f"broker link lost: {type(exc).__name__}")
+            for index in sendable:
+                results[index] = unavailable
+            return results
+        _, late = await asyncio.wait(confirms, timeout=self._timeout_s)
+        for index, confirm in zip(sendable, confirms, strict=True):
+            if confirm in late:
+                confirm.cancel()
+                results[index] = PublishFailed("no confirm before the publish timeout")
+            else:
+                results[index] = self._settle(confirm)
+        return results
+
+    def _settle(self, future: asyncio.Future[Any]) -> PublishResult:
+        exc = future.exception()
+        if exc is None:
+            return None
+        if isinstance(exc, aiormq.exceptions.DeliveryError):
+            return PublishFailed(f"broker refused message: {_describe(exc)}")
+        if isinstance(exc, _LINK_ERRORS):
+            self._channel = None
+            return BrokerUnavailable(f"broker link lost: {type(exc).__name__}")
+        return PublishFailed(f"publish failed: {exc!r}")
+
+    async def _wire_channel(self) -> aiormq.Channel:
+        async with self._lock:
+            try:
+                if self._channel is None or self._channel.is_closed:
+                    # on_return_raises: a mandatory message the broker cannot route
+                    # comes back as an error on its confirm instead of vanishing.
+                    self._channel = await self._connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+                    self._exchanges.clear()
+                wire = await self._channel.get_underlay_channel()
+            except _LINK_ERRORS as exc:
+                self._channel = None
+                raise BrokerUnavailable(f"broker link lost: {type(exc).__name__}") from exc
+        # The wire call's ``wait`` flag is on aiormq's Channel, not its abstract base.
+        assert isinstance(wire, aiormq.Channel)
+        return wire
+
+    async def _check_exchanges(self, names: set[str]) -> set[str]:
+        """Which of ``names`` do not exist, checked once per channel.
 
         Publishing to an exchange that does not exist makes the broker close the whole
-        channel, failing every publish in flight; checking first turns a missing
-        exchange into a failure of the messages addressed to it alone.
+        channel, failing every publish in flight; checking before a batch goes out
+        turns a missing exchange into a failure of the messages addressed to it alone.
         """
-        missing_since = self._missing.get(name)
-        if missing_since is not None and time.monotonic() - missing_since < MISSING_EXCHANGE_TTL_S:
-            raise PublishFailed(f"exchange {name!r} does not exist")
-        async with self._lock:
-            if self._channel is None or self._channel.is_closed:
-                # on_return_raises: a mandatory message the broker cannot route comes
-                # back as an error on its confirm instead of silently vanishing.
-                self._channel = await self._connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
-                self._exchanges.clear()
-            exchange = self._exchanges.get(name)
-            if exchange is None:
+        missing: set[str] = set()
+        for name in names - self._exchanges:
+            since = self._missing.get(name)
+            if since is not None and time.monotonic() - since < MISSING_EXCHANGE_TTL_S:
+                missing.add(name)
+                continue
+            await self._wire_channel()
+            async with self._lock:
+                assert self._channel is not None
                 try:
-                    exchange = await self._channel.get_exchange(name, ensure=True)
-                except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                    await self._channel.get_exchange(name, ensure=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
                     self._missing[name] = time.monotonic()
+                    missing.add(name)
+                    # The failed passive declare closed the channel: open a new one.
                     self._channel = None
-                    raise PublishFailed(f"exchange {name!r} does not exist") from exc
-                self._missing.pop(name, None)
-                self._exchanges[name] = exchange
-            return exchange
+                    continue
+                except _LINK_ERRORS as exc:
+                    self._channel = None
+                    raise BrokerUnavailable(f"broker link lost: {type(exc).__name__}") from exc
+            self._missing.pop(name, None)
+            self._exchanges.add(name)
+        return missing
 
 
-def _describe(exc: aio_pika.exceptions.DeliveryError) -> str:
+async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage]) -> list[asyncio.Future[Any]]:
+    """Write a batch as one buffer and return its confirm futures, in order.
+
+    This is aiormq's ``basic_publish`` for many messages at once: the same delivery
+    tag, confirm and return bookkeeping on the channel, under the channel's lock, but
+    one write for the whole batch instead of a task, a lock round and a socket write
+    per message. Measured on this project's relay, that halved the publishing CPU per
+    message. It relies on aiormq's Channel attributes ``lock``, ``delivery_tag``,
+    ``confirmations``, ``message_id_delivery_tag``, ``write_queue`` and
+    ``max_content_size``, hence the pinned aiormq range; the relay's integration
+    tests cover confirms, returns and a lost link through it.
+    """
+    if wire.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
+    confirms: list[asyncio.Future[Any]] = []
+    frames: list[Any] = []
+    chunk = wire.max_content_size
+    async with wire.lock:
+        for message in messages:
+            wire.delivery_tag += 1
+            confirm = wire.create_future()
+            wire.confirmations[wire.delivery_tag] = confirm
+            # A returned message is matched to its confirm by message_id.
+            wire.message_id_delivery_tag[message.message_id] = wire.delivery_tag
+            confirm.add_done_callback(
+                partial(_forget, wire.message_id_delivery_tag, message.message_id)
+            )
+            confirms.append(confirm)
+            headers: FieldTable | None = (
+                {TRACEPARENT: message.traceparent} if message.traceparent else None
+            )
+            body = message.body
+            frames.append(
+                Basic.Publish(
+                    exchange=message.exchange, routing_key=message.routing_key, mandatory=True
+                )
+            )
+            frames.append(
+                ContentHeader(
+                    properties=Basic.Properties(
+                        content_type="application/json",
+                        delivery_mode=PERSISTENT,
+                        message_id=message.message_id,
+                        correlation_id=message.correlation_id,
+                        message_type=message.message_type,
+                        headers=headers,
+                    ),
+                    body_size=len(body),
+                )
+            )
+            frames.extend(ContentBody(body[i : i + chunk]) for i in range(0, len(body), chunk))
+        await wire.write_queue.put(ChannelFrame.marshall(channel_number=wire.number, frames=frames))
+    return confirms
+
+
+def _forget(pending: dict[str, int], message_id: str, _: object) -> None:
+    pending.pop(message_id, None)
+
+
+def _describe(exc: aiormq.exceptions.DeliveryError) -> str:
     frame = getattr(exc, "frame", None)
     reply_text = getattr(frame, "reply_text", None)
     return str(reply_text) if reply_text else type(exc).__name__

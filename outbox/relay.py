@@ -57,7 +57,7 @@ class _Outcome:
     published: list[int] = field(default_factory=list)
     failed: list[tuple[int, int, str]] = field(default_factory=list)  # id, attempts, error
     released: list[int] = field(default_factory=list)
-    broker_error: BrokerUnavailable | None = None
+    error: Exception | None = None  # raised once the batch is settled: the loop backs off
 
 
 class Relay:
@@ -224,28 +224,33 @@ class Relay:
                 failures=[(i, e) for i, _, e in outcome.failed[:5]],
             )
         metrics.PUBLISHED.labels(table.fullname).inc(len(outcome.published))
-        if outcome.broker_error is not None:
-            raise outcome.broker_error
+        if outcome.error is not None:
+            raise outcome.error
         return len(outcome.published), len(rows) >= self._options.batch_size
 
     async def _publish(self, rows: Sequence[Row[Any]]) -> _Outcome:
         messages = [
             RawMessage(
-                message_id=str(r.message_id),
+                # The claim returns the ids as text: no UUID objects to build and format.
+                message_id=r.message_id,
                 message_type=r.message_type,
-                correlation_id=str(r.correlation_id),
+                correlation_id=r.correlation_id,
                 exchange=r.exchange,
                 routing_key=r.routing_key,
-                body=bytes(r.body),
+                body=r.body,
                 traceparent=r.traceparent,
             )
             for r in rows
         ]
-        with metrics.PUBLISH_SECONDS.time():
-            results = await asyncio.gather(
-                *(self._publisher.publish(m) for m in messages), return_exceptions=True
-            )
         outcome = _Outcome()
+        try:
+            with metrics.PUBLISH_SECONDS.time():
+                results = await self._publisher.publish_batch(messages)
+        except Exception as exc:
+            # Whatever broke, the rows go back at once rather than wait out the lease.
+            outcome.released = [r.id for r in rows]
+            outcome.error = exc
+            return outcome
         confirmed_at = datetime.now(UTC)
         for row, result in zip(rows, results, strict=True):
             row_id: int = row.id
@@ -255,13 +260,10 @@ class Relay:
                 metrics.LAG_SECONDS.observe(max(0.0, (confirmed_at - created_at).total_seconds()))
             elif isinstance(result, PublishFailed):
                 outcome.failed.append((row_id, row.attempts, str(result)))
-            elif isinstance(result, BrokerUnavailable):
+            else:
                 # Not the message's fault: hand the row back at once, uncounted.
                 outcome.released.append(row_id)
-                outcome.broker_error = result
-            elif isinstance(result, BaseException):
-                outcome.released.append(row_id)
-                log.error("unexpected publish error", error=repr(result))
+                outcome.error = result
         return outcome
 
 
@@ -293,8 +295,9 @@ class _Statements:
                    claim_token = :token
               FROM ready
              WHERE u.id = ready.id
-            RETURNING u.id, u.message_id, u.message_type, u.correlation_id, u.exchange,
-                      u.routing_key, u.body, u.attempts, u.created_at, u.traceparent
+            RETURNING u.id, u.message_id::text, u.message_type, u.correlation_id::text,
+                      u.exchange, u.routing_key, u.body, u.attempts, u.created_at,
+                      u.traceparent
             """
         )
         # clock_timestamp(), not now(): the moment of marking, after the confirm, so

@@ -30,7 +30,7 @@ from orchestrator.tables import outbox
 from outbox.amqp import connect
 from outbox.envelope import Envelope, OutgoingMessage
 from outbox.errors import BrokerUnavailable
-from outbox.publisher import AioPikaPublisher, Publisher, RawMessage
+from outbox.publisher import AioPikaPublisher, Publisher, PublishResult, RawMessage
 from outbox.relay import Relay, RelayOptions
 from outbox.writer import OutboxWriter
 from sagaway.settings import Settings
@@ -170,11 +170,11 @@ class DownBrokerPublisher:
         self._url = url
         self.attempts = 0
 
-    async def publish(self, message: RawMessage) -> None:
+    async def publish_batch(self, messages: Sequence[RawMessage]) -> list[PublishResult]:
         self.attempts += 1
         connection = await connect(self._url, name="relay-test-down")
         try:
-            await AioPikaPublisher(connection, timeout_s=1).publish(message)
+            return await AioPikaPublisher(connection, timeout_s=1).publish_batch(messages)
         finally:
             await connection.close()
 

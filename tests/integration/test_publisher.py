@@ -1,0 +1,105 @@
+"""The batched publisher on the real RabbitMQ: every message of a batch is settled on
+its own, in order, and a batch never fails as a whole because of one message."""
+
+from __future__ import annotations
+
+import uuid
+
+import aio_pika
+
+from outbox.amqp import connect
+from outbox.errors import PublishFailed
+from outbox.publisher import AioPikaPublisher, RawMessage
+from sagaway.settings import Settings
+from tests.integration.test_outbox_relay import ROUTING_KEY, Target, take
+
+pytest_plugins = ["tests.integration.test_outbox_relay"]
+
+
+def raw(
+    target: Target,
+    *,
+    body: bytes = b"{}",
+    exchange: str | None = None,
+    routing_key: str = ROUTING_KEY,
+) -> RawMessage:
+    return RawMessage(
+        message_id=str(uuid.uuid4()),
+        message_type="PublisherTest",
+        correlation_id=str(uuid.uuid4()),
+        exchange=target.exchange if exchange is None else exchange,
+        routing_key=routing_key,
+        body=body,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+
+
+async def test_one_bad_message_fails_alone_and_the_rest_arrive_in_order(
+    publisher: AioPikaPublisher, target: Target
+) -> None:
+    ok = [raw(target, body=f'{{"n": {n}}}'.encode()) for n in range(3)]
+    missing_exchange = raw(target, exchange=f"no-such-exchange-{uuid.uuid4().hex[:8]}")
+    unroutable = raw(target, routing_key="nobody-listens")
+    too_large = raw(target, body=b"x" * (17 * 1024 * 1024))
+    batch = [ok[0], missing_exchange, ok[1], unroutable, too_large, ok[2]]
+
+    results = await publisher.publish_batch(batch)
+
+    assert [r is None for r in results] == [True, False, True, False, False, True]
+    assert "does not exist" in str(results[1])
+    assert "NO_ROUTE" in str(results[3])
+    assert "exceeds" in str(results[4])
+    assert all(isinstance(r, PublishFailed) for r in (results[1], results[3], results[4]))
+    received = await take(target.queue, 3)
+    assert [m.message_id for m in received] == [m.message_id for m in ok]
+    assert [m.body for m in received] == [m.body for m in ok]
+    first = received[0]
+    assert first.correlation_id == ok[0].correlation_id
+    assert first.type == "PublisherTest"
+    assert first.content_type == "application/json"
+    assert first.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert first.headers["traceparent"] == ok[0].traceparent
+
+
+async def test_a_body_larger_than_a_frame_arrives_whole(
+    publisher: AioPikaPublisher, target: Target
+) -> None:
+    # 1 MiB: several content frames at the negotiated frame size (128 KiB by default).
+    big = raw(target, body=bytes(range(256)) * 4096)
+
+    assert await publisher.publish_batch([big, raw(target)]) == [None, None]
+
+    [first, second] = await take(target.queue, 2)
+    assert first.body == big.body
+    assert second.body == b"{}"
+
+
+async def test_confirms_missing_at_the_deadline_fail_and_the_channel_goes_on(
+    settings: Settings, target: Target
+) -> None:
+    connection = await connect(settings.amqp_url, name="publisher-test-deadline")
+    try:
+        # A zero deadline expires before any confirm can arrive.
+        impatient = AioPikaPublisher(connection, timeout_s=0)
+        results = await impatient.publish_batch([raw(target) for _ in range(5)])
+        assert all(isinstance(r, PublishFailed) for r in results)
+        assert all("no confirm before the publish timeout" in str(r) for r in results)
+
+        patient = AioPikaPublisher(connection, timeout_s=settings.publish_timeout_s)
+        assert await patient.publish_batch([raw(target) for _ in range(5)]) == [None] * 5
+    finally:
+        await connection.close()
+    # The timed-out messages did reach the broker: at least once, never lost.
+    await take(target.queue, 10)
+
+
+async def test_a_batch_of_thousands_is_confirmed_message_by_message(
+    publisher: AioPikaPublisher, target: Target
+) -> None:
+    batch = [raw(target, body=f'{{"n": {n}}}'.encode()) for n in range(3000)]
+
+    results = await publisher.publish_batch(batch)
+
+    assert results == [None] * 3000
+    received = await take(target.queue, 3000)
+    assert [m.message_id for m in received] == [m.message_id for m in batch]
