@@ -4,11 +4,13 @@ Everything runs against the configured PostgreSQL and RabbitMQ but in a schema a
 broker names of its own (``bench_<id>``), removed afterwards, so it can run next to
 a live installation. Phases, in one run so the figures are comparable:
 
-1. raw limit: P processes publish persistent messages with confirms (a window in
-   flight) straight to the bench queue, no database (P = 1, then 2);
-2. drain: the outbox is prefilled with N rows, then 1 (then 2) relay processes drain
-   it; msgs/s from the first claim to the last confirm;
-3. drain while new rows keep arriving (two relays, a steady inserter);
+1. raw limit: P processes publish persistent messages with confirms straight to the
+   bench queue, no database (P = 1, then 2), with two clients (see RAW_CLIENTS);
+2. drain: the outbox is prefilled with N rows (4 per saga, so ordering is at work),
+   then 1 (then 2) relay processes drain it; msgs/s from the first to the last
+   publish of the prefilled rows;
+3. drain while new rows keep arriving (two relays, steady inserters): every row
+   published in that span counts, and the prefilled rows alone are shown too;
 4. latency: a steady trickle of single-row transactions; commit-to-publish p50/p99
    (``published_at`` is stamped after the confirm; ``created_at`` of a one-statement
    transaction is its commit, within a fraction of a millisecond).
@@ -33,6 +35,7 @@ from outbox.publisher import AioPikaPublisher, RawMessage
 from outbox.tables import outbox_table
 from sagaway.bench import LatencyStats, summarize
 from sagaway.database import create_engine, raw_connect
+from sagaway.migrate import migrate
 from sagaway.settings import Settings
 
 WINDOW = 500
@@ -82,6 +85,9 @@ def run_relay_bench(settings: Settings, options: RelayBenchOptions) -> int:
 
 
 async def _main(settings: Settings, options: RelayBenchOptions) -> int:
+    # The bench needs the NOTIFY trigger function of the migrations; migrating is
+    # idempotent and safe next to a running system, and makes a fresh machine work.
+    await migrate(settings)
     names = _Names(uuid.uuid4().hex[:8])
     engine = create_engine(settings.database_url, pool_size=4)
     table = outbox_table(MetaData(schema=names.schema))

@@ -267,11 +267,15 @@ def bench_relay(
         ),
     ] = 2000.0,
 ) -> None:
-    """Benchmark the outbox relay against RabbitMQ's own limit, measured in the same run:
-    raw publishers with confirms (1 and 2 processes, no database) vs 1 and 2 relay
-    processes draining a prefilled outbox, a drain while rows keep arriving, and
-    commit-to-publish latency under a steady insert load. Uses a schema and queue of
-    its own, removed afterwards; the configured PostgreSQL must be migrated."""
+    """Benchmark the outbox relay against RabbitMQ's own limit, measured in the same run.
+
+    Raw publishers with confirms and no database (1 and 2 processes; aio-pika's own
+    publish with a window of 500, and sagaway's batched publisher fed from memory) vs
+    1 and 2 relay processes draining a prefilled outbox; then two relays while rows
+    keep arriving, and commit-to-publish latency under a steady insert load. Each
+    ratio is to the faster raw client; `ratio:` is for two relays. Migrates the
+    configured database if needed; uses a schema and queue of its own, removed
+    afterwards. Progress goes to stderr, figures to stdout."""
     from sagaway.bench_relay import RelayBenchOptions, run_relay_bench
 
     settings = _settings("bench")
