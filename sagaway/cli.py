@@ -272,8 +272,9 @@ def bench_relay(
     Raw publishers with confirms and no database (1 and 2 processes; aio-pika's own
     publish with a window of 500, and sagaway's batched publisher fed from memory) vs
     1 and 2 relay processes draining a prefilled outbox; then two relays while rows
-    keep arriving, and commit-to-publish latency under a steady insert load. Each
-    ratio is to the faster raw client; `ratio:` is for two relays. Migrates the
+    keep arriving, and commit-to-publish latency under a steady insert load. `ratio:`
+    is two relays over two aio-pika publishers; the ratio to the batched publisher
+    (the relay's broker work without a database) is printed too. Migrates the
     configured database if needed; uses a schema and queue of its own, removed
     afterwards. Progress goes to stderr, figures to stdout."""
     from sagaway.bench_relay import RelayBenchOptions, run_relay_bench

@@ -34,10 +34,10 @@ async def test_the_relay_bench_prints_every_figure_and_cleans_up(migrated: Setti
 
     for line in (
         "raw, 1 process, aio-pika publish:",
-        "raw, 1 process, sagaway publisher:",
+        "raw, 1 process, batched publisher:",
         "relay, 1 process:",
         "raw, 2 processes, aio-pika publish:",
-        "raw, 2 processes, sagaway publisher:",
+        "raw, 2 processes, batched publisher:",
         "relay, 2 processes:",
         "relay, 2 processes, rows arriving:",
     ):
@@ -45,6 +45,9 @@ async def test_the_relay_bench_prints_every_figure_and_cleans_up(migrated: Setti
         assert match, f"{line!r} missing from:\n{report}"
         assert int(match.group(1)) > 0
     assert re.search(r"^ratio: \d+\.\d\d$", report, re.MULTILINE), report
+    assert re.search(
+        r"^ratio to the batched publisher without a database: \d+\.\d\d$", report, re.MULTILINE
+    ), report
     latency = re.search(r"p50 ([\d.]+) ms\s+p99 ([\d.]+) ms", report)
     assert latency, report
     assert 0 < float(latency.group(1)) <= float(latency.group(2))
