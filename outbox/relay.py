@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import metrics
 from outbox.errors import BrokerUnavailable, PublishFailed
+from outbox.health import Health
 from outbox.publisher import Publisher, RawMessage
 from outbox.transient import is_transient
 from outbox.wakeup import Wakeup
@@ -80,6 +81,7 @@ class Relay:
         publisher: Publisher,
         options: RelayOptions,
         wakeup: Wakeup | None = None,
+        health: Health | None = None,
     ) -> None:
         # Claim and mark are each one atomic statement; autocommit spares the BEGIN
         # and COMMIT round trips around them, which dominate an idle relay's latency.
@@ -88,6 +90,7 @@ class Relay:
         self._publisher = publisher
         self._options = options
         self._wakeup = wakeup
+        self._health = health or Health()
         self._sql = {t.fullname: _Statements(t) for t in self._tables}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -119,7 +122,14 @@ class Relay:
             try:
                 moved, busy = await self._drain_tables(targets)
                 backoff = self._options.unlistened_poll_s
+                # A pass that raised nothing reached the database, and the broker too
+                # if it had anything to publish (the connection's own state tells the
+                # probe about an idle broker link).
+                self._health.up("postgres")
+                self._health.up("rabbitmq")
+                self._health.up("relay")
             except BrokerUnavailable as exc:
+                self._health.down("rabbitmq", str(exc))
                 log.warning(
                     "broker unavailable, relay backing off", error=str(exc), delay_s=backoff
                 )
@@ -128,6 +138,7 @@ class Relay:
                 continue
             except Exception as exc:
                 if is_transient(exc):
+                    self._health.down("postgres", f"unavailable: {type(exc).__name__}")
                     log.warning(
                         "database unavailable, relay backing off",
                         error=type(exc).__name__,
@@ -136,6 +147,7 @@ class Relay:
                 else:
                     # Rows stay unpublished whatever went wrong; keep going rather
                     # than leave the outbox undrained until someone restarts us.
+                    self._health.down("relay", f"pass failed: {type(exc).__name__}")
                     log.exception("relay pass failed, backing off", delay_s=backoff)
                 await _sleep(stop, backoff)
                 backoff = min(backoff * 2, self._options.outage_backoff_cap_s)

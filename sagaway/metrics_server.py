@@ -1,20 +1,82 @@
-"""Each component's Prometheus endpoint."""
+"""Each component's HTTP side port: Prometheus ``/metrics``, ``/healthz``, ``/readyz``."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
 import structlog
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 
 from sagaway.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+# What is down, by dependency ("postgres", "rabbitmq"); empty when ready.
+Readiness = Callable[[], dict[str, str]]
 
-def serve_metrics(settings: Settings) -> None:
-    """Serve /metrics on ``SAGAWAY_METRICS_PORT`` in a background thread, if set."""
+
+def serve_metrics(settings: Settings, readiness: Readiness | None = None) -> None:
+    """Serve on ``SAGAWAY_METRICS_PORT`` in a background thread, if set.
+
+    ``/readyz`` answers 503 with a JSON body naming each dependency that is down and
+    why (200 ``{"status": "ready"}`` otherwise); without ``readiness`` it answers like
+    ``/healthz``: the process runs.
+    """
     if settings.metrics_port is None:
         return
-    start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    log.info(
-        "metrics served", url=f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+    server = make_server(
+        settings.metrics_host,
+        settings.metrics_port,
+        _app(readiness or dict),
+        server_class=_Server,
+        handler_class=_QuietHandler,
     )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    base = f"http://{settings.metrics_host}:{settings.metrics_port}"
+    log.info("metrics and probes served", metrics=f"{base}/metrics", readyz=f"{base}/readyz")
+
+
+def _app(readiness: Readiness) -> Callable[..., Iterable[bytes]]:
+    metrics = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _json(start_response, "200 OK", {"status": "ok"})
+        if path == "/readyz":
+            problems = readiness()
+            if problems:
+                body = {
+                    "status": "not ready",
+                    "detail": "; ".join(f"{name}: {problem}" for name, problem in problems.items()),
+                    **{name: "down" for name in problems},
+                }
+                return _json(start_response, "503 Service Unavailable", body)
+            return _json(start_response, "200 OK", {"status": "ready"})
+        return metrics(environ, start_response)  # type: ignore[no-any-return]
+
+    return app
+
+
+def _json(start_response: Callable[..., Any], status: str, body: dict[str, str]) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    )
+    return [payload]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: scrapes every few seconds would drown the real logs."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return

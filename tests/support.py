@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -64,3 +65,10 @@ def isolated_settings(run_id: str, **overrides: object) -> Settings:
 def new_run_id() -> str:
     """A short id naming this run's database and queues (also across xdist workers)."""
     return os.environ.get("SAGAWAY_TEST_RUN_ID") or uuid.uuid4().hex[:10]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

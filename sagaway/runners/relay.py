@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
+from outbox.health import Health
 from outbox.janitor import Janitor, Retention
 from outbox.publisher import AioPikaPublisher
 from outbox.relay import Relay, RelayOptions
@@ -28,12 +29,24 @@ def relay_options(settings: Settings) -> RelayOptions:
 
 
 async def run_relay(settings: Settings) -> None:
-    """Relay until SIGTERM; a batch in flight is finished (or left to its lease)."""
+    """Relay until SIGTERM; a batch in flight is finished (or left to its lease).
+
+    With ``SAGAWAY_METRICS_PORT`` set, ``/readyz`` on that port answers 503 naming
+    PostgreSQL or RabbitMQ while the relay cannot reach it."""
     stop = stop_on_signals()
-    serve_metrics(settings)
+    health = Health()
     async with resources(
         settings, name="sagaway-relay", pool_size=settings.relay_concurrency + 2
     ) as res:
+        broker = res.broker
+
+        def readiness() -> dict[str, str]:
+            problems = health.problems()
+            if not broker.connected.is_set():
+                problems.setdefault("rabbitmq", "connection lost, reconnecting")
+            return problems
+
+        serve_metrics(settings, readiness)
         wakeup = Wakeup(partial(raw_connect, settings.database_url))
         relay = Relay(
             engine=res.db,
@@ -45,6 +58,7 @@ async def run_relay(settings: Settings) -> None:
             ),
             options=relay_options(settings),
             wakeup=wakeup,
+            health=health,
         )
         janitor = Janitor(
             engine=res.db,

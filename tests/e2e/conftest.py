@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +15,7 @@ import pytest
 
 from sagaway.settings import Settings
 from tests.e2e.span_receiver import SpanReceiver
-from tests.support import ADMIN_TOKEN, wait_for
+from tests.support import ADMIN_TOKEN, free_port, wait_for
 
 LOGS = Path(__file__).resolve().parents[1] / "artifacts" / "e2e-logs"
 
@@ -85,13 +84,6 @@ class System:
         """Stop every component still running."""
         for name in list(self.processes):
             self.stop(name)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="package")

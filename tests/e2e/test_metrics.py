@@ -7,8 +7,8 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import System, free_port
-from tests.support import wait_for
+from tests.e2e.conftest import System
+from tests.support import free_port, wait_for
 
 
 def _samples(text: str) -> dict[str, float]:
@@ -35,7 +35,7 @@ async def test_api_metrics_count_started_sagas(
     assert after[key] == before.get(key, 0.0) + 1
 
 
-async def test_a_relay_serves_its_metrics(
+async def test_a_relay_serves_its_metrics_and_probes(
     system: System, api: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
     port = free_port()
@@ -59,5 +59,10 @@ async def test_a_relay_serves_its_metrics(
             "sagaway_outbox_commit_to_publish_seconds",
             "sagaway_outbox_dead_rows",
         } <= names
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json() == {"status": "ready"}
     finally:
         system.stop("relay-metrics")

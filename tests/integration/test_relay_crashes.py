@@ -1,4 +1,4 @@
-"""The relay under crashes: killed mid-stream, and RabbitMQ restarted mid-stream.
+"""The relay under crashes: killed mid-stream, RabbitMQ and PostgreSQL restarted mid-stream.
 
 A real ``sagaway relay`` process drains rows written to the orchestrator's outbox and
 addressed to a queue of this test; whatever happens, every message arrives, and a
@@ -8,6 +8,7 @@ message arrives more than once only as a repeat of the same ``message_id``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
+import httpx
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from sqlalchemy import func, select
@@ -29,10 +31,12 @@ from outbox.amqp import QueueSpec, Topology, declare, message_count
 from outbox.envelope import Envelope, OutgoingMessage
 from outbox.writer import OutboxWriter
 from sagaway.settings import Settings
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 ROWS = 3000
 RESTART_ROWS = 15000
+OUTAGE_ROWS = 500
+DB_BACKOFF = "database unavailable, relay backing off"
 LOGS = Path(__file__).resolve().parents[1] / "artifacts" / "relay-crash-logs"
 
 
@@ -76,6 +80,8 @@ class RelayProcess:
 
     def __init__(self, settings: Settings, name: str) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log = LOGS / f"{settings.namespace}-{name}.log"
         env = os.environ | {
             "SAGAWAY_DATABASE_URL": settings.database_url,
             "SAGAWAY_AMQP_URL": settings.amqp_url,
@@ -85,11 +91,41 @@ class RelayProcess:
             "SAGAWAY_RELAY_BATCH_SIZE": "50",
             "SAGAWAY_RELAY_LEASE_S": "2",
             "SAGAWAY_LOG_FORMAT": "json",
+            "SAGAWAY_METRICS_PORT": str(self.port),
         }
-        with (LOGS / f"{settings.namespace}-{name}.log").open("ab") as log:
+        with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "sagaway", "relay"], env=env, stdout=log, stderr=log
             )
+
+    async def readiness(self) -> tuple[int, dict[str, str]]:
+        """``/readyz`` of this relay: status code and body (0 while it does not answer)."""
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                response = await client.get(f"http://127.0.0.1:{self.port}/readyz")
+        except httpx.TransportError:
+            return 0, {}
+        return response.status_code, response.json()
+
+    async def until_readiness(self, status: int, *, naming: str | None = None) -> None:
+        """Wait until ``/readyz`` answers ``status`` (and names ``naming`` as down)."""
+        await wait_for(
+            self.readiness,
+            until=lambda r: r[0] == status and (naming is None or r[1].get(naming) == "down"),
+            within=60,
+            interval=0.1,
+            what=f"/readyz {status}" + (f" naming {naming}" if naming else ""),
+        )
+
+    def backoffs(self, event: str) -> list[float]:
+        """The ``delay_s`` of each logged back-off with this ``event``, in order."""
+        delays = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("event") == event:
+                    delays.append(float(entry["delay_s"]))
+        return delays
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -230,21 +266,88 @@ async def test_rabbitmq_restarted_mid_stream_loses_nothing(
     relays: list[RelayProcess],
 ) -> None:
     # Enough rows that the relay is still busy when the (seconds-long) broker stop
-    # lands: at a few thousand messages a second, 3000 can all go out before it.
+    # lands, and more written while the broker is down: they must wait it out.
     ids = await _write_rows(sessions, target, RESTART_ROWS)
-    relays.append(RelayProcess(settings, "through-restart"))
+    relay = RelayProcess(settings, "through-broker-restart")
+    relays.append(relay)
+    await relay.until_readiness(200)
     await _until_published(db, ids, at_least=RESTART_ROWS // 20, within=60)
     await _rabbitmqctl("stop_app")
     try:
-        stalled = await _published(db, ids)
-        assert stalled < RESTART_ROWS, "the restart came too late to be mid-stream"
+        ids += await _write_rows(sessions, target, OUTAGE_ROWS)
+        await relay.until_readiness(503, naming="rabbitmq")
+        assert await _published(db, ids) < len(ids)
     finally:
         await _rabbitmqctl("start_app")
     await _rabbitmqctl("await_startup")
 
-    await _until_published(db, ids, at_least=RESTART_ROWS, within=180)
-    assert relays[0].process.poll() is None, "the relay died with the broker"
+    await _until_published(db, ids, at_least=len(ids), within=180)
+    await relay.until_readiness(200)
+    assert relay.process.poll() is None, "the relay died with the broker"
     await _assert_all_arrived_once_or_repeated(own_broker, target, ids)
+
+
+async def test_postgresql_restarted_mid_stream_loses_nothing_and_backs_off(
+    settings: Settings,
+    db: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    own_broker: AbstractRobustConnection,
+    target: Target,
+    relays: list[RelayProcess],
+) -> None:
+    ids = await _write_rows(sessions, target, RESTART_ROWS)
+    relay = RelayProcess(settings, "through-database-restart")
+    relays.append(relay)
+    await _until_published(db, ids, at_least=RESTART_ROWS // 20, within=60)
+    assert await _published(db, ids) < RESTART_ROWS, "the restart came too late"
+    await _pg_ctlcluster("stop")
+    try:
+        await relay.until_readiness(503, naming="postgres")
+        # No busy loop: the relay waits longer after each failure. Hold the database
+        # down until it has doubled its pause a few times, then count its attempts.
+        await wait_for(
+            lambda: asyncio.to_thread(relay.backoffs, DB_BACKOFF),
+            until=lambda delays: any(d >= 0.8 for d in delays),
+            within=60,
+            interval=0.2,
+            what="the relay backing off to 0.8 s",
+        )
+        delays = relay.backoffs(DB_BACKOFF)
+    finally:
+        await _pg_ctlcluster("start")
+    # Each of its loops tried about once per doubling: a handful of attempts, not
+    # thousands, and never faster than the first pause.
+    assert len(delays) <= 30, delays
+    assert min(delays) >= 0.05, delays
+    # The pool's connections died with the server; later checkouts open new ones.
+    await db.dispose()
+
+    await _until_published(db, ids, at_least=RESTART_ROWS, within=180)
+    await relay.until_readiness(200)
+    assert relay.process.poll() is None, "the relay died with the database"
+    await _assert_all_arrived_once_or_repeated(own_broker, target, ids)
+
+
+async def _pg_ctlcluster(action: str) -> None:
+    """Stop or start this machine's PostgreSQL cluster (and wait until it answers)."""
+    version = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])
+    args = ["--skip-systemctl-redirect", version[-1], "main", action]
+    if action == "stop":
+        args += ["--", "-m", "fast"]
+    process = await asyncio.create_subprocess_exec(
+        "pg_ctlcluster", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 0, f"pg_ctlcluster {action} failed: {err.decode()}"
+    if action == "start":
+
+        async def answers() -> bool:
+            ready = await asyncio.create_subprocess_exec(
+                "pg_isready", "-q", "-h", "127.0.0.1", stdout=asyncio.subprocess.DEVNULL
+            )
+            return await ready.wait() == 0
+
+        await wait_for(answers, within=60, interval=0.2, what="PostgreSQL accepting connections")
 
 
 async def _rabbitmqctl(*args: str) -> None:
