@@ -39,7 +39,7 @@ from sagaway.migrate import migrate
 from sagaway.settings import Settings
 
 WINDOW = 500
-INSERTERS = 4
+INSERTERS = 8
 # The raw limit is measured with two clients. ``aiopika``: aio-pika's own publish,
 # each awaiting its confirm, a window of WINDOW in flight: the raw publisher the
 # relay issue defines (about 7,100 msgs/s for one process on the reference machine),
@@ -53,6 +53,7 @@ RAW_CLIENTS = ("aiopika", "batched")
 class _Drained:
     prefilled: float  # prefilled rows / the span from their first to their last publish
     overall: float  # every row published within that span / the span
+    arrived: float  # rows inserted within that span / the span (0 without inserters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,7 @@ async def _main(settings: Settings, options: RelayBenchOptions) -> int:
         steady = await _drain(settings, names, options, 2, steady_rate=options.steady_rate)
         results["relay2_steady"] = steady.overall
         results["relay2_steady_prefilled"] = steady.prefilled
+        results["relay2_steady_arrived"] = steady.arrived
         await _purge(channel, names.queue(settings))
         lat = await _latency(settings, names, options)
         await _purge(channel, names.queue(settings))
@@ -165,7 +167,8 @@ async def _main(settings: Settings, options: RelayBenchOptions) -> int:
         f"relay, 2 processes, rows arriving:  {arriving:8.0f} msgs/s"
         f"  (ratio {arriving / results['raw_aiopika2']:.2f};"
         f" {arriving / results['raw_batched2']:.2f} to the batched publisher;"
-        f" prefilled rows alone {results['relay2_steady_prefilled']:.0f} msgs/s)"
+        f" prefilled rows alone {results['relay2_steady_prefilled']:.0f} msgs/s;"
+        f" new rows arrived at {results['relay2_steady_arrived']:.0f}/s)"
     )
     print(f"ratio: {results['relay2'] / results['raw_aiopika2']:.2f}")
     print(
@@ -278,6 +281,13 @@ async def _drain(
             first,
             last,
         )
+        arrived = await conn.fetchval(
+            f"SELECT count(*) FROM {names.schema}.outbox"
+            " WHERE id > $1 AND created_at BETWEEN $2 AND $3",
+            last_prefilled,
+            first,
+            last,
+        )
         span = (last - first).total_seconds()
         await conn.execute(f"TRUNCATE {names.schema}.outbox")
     finally:
@@ -292,7 +302,9 @@ async def _drain(
         f"  relay x{processes}: {options.messages} prefilled rows out in {span:.2f}s{extra}",
         file=sys.stderr,
     )
-    return _Drained(prefilled=options.messages / span, overall=within / span)
+    return _Drained(
+        prefilled=options.messages / span, overall=within / span, arrived=arrived / span
+    )
 
 
 async def _until_published(conn: Any, names: _Names, *, upto: int | None = None) -> None:
