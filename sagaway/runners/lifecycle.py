@@ -15,7 +15,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from outbox.amqp import connect, declare
 from outbox.errors import BrokerUnavailable
+from outbox.health import Health
 from sagaway.database import create_engine, session_factory
+from sagaway.metrics_server import Readiness
+from sagaway.probes import PROBE_TIMEOUT_S, database_problem
 from sagaway.settings import Settings, redact_url
 from sagaway.topology import build_topology
 
@@ -79,3 +82,29 @@ async def resources(
     finally:
         await broker.close()
         await db.dispose()
+
+
+def readiness(res: Resources, health: Health | None = None) -> Readiness:
+    """The component's ``/readyz`` check, called from the probe server's thread.
+
+    PostgreSQL is asked live (``SELECT 1`` on the component's own engine, run on its
+    event loop); RabbitMQ by the state of the component's robust connection; ``health``
+    adds what the component's own loop last ran into.
+    """
+    loop = asyncio.get_running_loop()
+
+    def check() -> dict[str, str]:
+        problems = health.problems() if health is not None else {}
+        if not res.broker.connected.is_set():
+            problems.setdefault("rabbitmq", "connection lost, reconnecting")
+        try:
+            db = asyncio.run_coroutine_threadsafe(database_problem(res.db), loop).result(
+                timeout=PROBE_TIMEOUT_S + 1
+            )
+        except Exception as exc:  # the loop is stuck or shutting down
+            db = f"no answer: {type(exc).__name__}"
+        if db is not None:
+            problems.setdefault("postgres", db.removeprefix("postgres: "))
+        return problems
+
+    return check

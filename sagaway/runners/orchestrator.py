@@ -14,7 +14,7 @@ from orchestrator.engine import SagaEngine
 from outbox.consumer import Consumer
 from outbox.inbox import Inbox
 from sagaway.metrics_server import serve_metrics
-from sagaway.runners.lifecycle import resources, stop_on_signals
+from sagaway.runners.lifecycle import readiness, resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, Names
 from sagaway.wiring import build_engine
@@ -28,9 +28,9 @@ SWEEP_BATCH = 50
 async def run_orchestrator(settings: Settings) -> None:
     """Run the reply consumer and the deadline sweeper until SIGTERM."""
     stop = stop_on_signals()
-    serve_metrics(settings)
     engine = build_engine(settings)
     async with resources(settings, name="sagaway-orchestrator") as res:
+        serve_metrics(settings, readiness(res))
         consumer = Consumer(
             queue=Names(settings.namespace).queue(ORCHESTRATOR),
             inbox=Inbox(INBOX_TABLES[ORCHESTRATOR], ORCHESTRATOR),

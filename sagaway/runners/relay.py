@@ -12,7 +12,7 @@ from outbox.relay import Relay, RelayOptions
 from outbox.wakeup import Wakeup
 from sagaway.database import raw_connect
 from sagaway.metrics_server import serve_metrics
-from sagaway.runners.lifecycle import resources, stop_on_signals
+from sagaway.runners.lifecycle import readiness, resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, OUTBOX_TABLES
 
@@ -32,21 +32,13 @@ async def run_relay(settings: Settings) -> None:
     """Relay until SIGTERM; a batch in flight is finished (or left to its lease).
 
     With ``SAGAWAY_METRICS_PORT`` set, ``/readyz`` on that port answers 503 naming
-    PostgreSQL or RabbitMQ while the relay cannot reach it."""
+    PostgreSQL or RabbitMQ while the relay cannot reach it (see ``readiness``)."""
     stop = stop_on_signals()
     health = Health()
     async with resources(
         settings, name="sagaway-relay", pool_size=settings.relay_concurrency + 2
     ) as res:
-        broker = res.broker
-
-        def readiness() -> dict[str, str]:
-            problems = health.problems()
-            if not broker.connected.is_set():
-                problems.setdefault("rabbitmq", "connection lost, reconnecting")
-            return problems
-
-        serve_metrics(settings, readiness)
+        serve_metrics(settings, readiness(res, health))
         wakeup = Wakeup(partial(raw_connect, settings.database_url))
         relay = Relay(
             engine=res.db,

@@ -7,7 +7,7 @@ import structlog
 from outbox.consumer import Consumer
 from outbox.inbox import Inbox
 from sagaway.metrics_server import serve_metrics
-from sagaway.runners.lifecycle import resources, stop_on_signals
+from sagaway.runners.lifecycle import readiness, resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, Names
 from sagaway.wiring import build_participant
@@ -18,9 +18,9 @@ log = structlog.get_logger(__name__)
 async def run_worker(settings: Settings, participant: str) -> None:
     """Consume the participant's command queue until SIGTERM."""
     stop = stop_on_signals()
-    serve_metrics(settings)
     handler = build_participant(participant, settings)
     async with resources(settings, name=f"sagaway-{participant}") as res:
+        serve_metrics(settings, readiness(res))
         consumer = Consumer(
             queue=Names(settings.namespace).queue(participant),
             inbox=Inbox(INBOX_TABLES[participant], participant),

@@ -66,3 +66,24 @@ async def test_a_relay_serves_its_metrics_and_probes(
             assert ready.json() == {"status": "ready"}
     finally:
         system.stop("relay-metrics")
+
+
+async def test_a_worker_answers_its_probes(system: System) -> None:
+    port = free_port()
+    system.start("worker-probes", "worker", "notification", env={"SAGAWAY_METRICS_PORT": str(port)})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def readyz() -> httpx.Response | None:
+                try:
+                    return await client.get("/readyz")
+                except httpx.TransportError:
+                    return None
+
+            ready = await wait_for(readyz, until=lambda r: r is not None, within=30)
+            assert ready is not None
+            assert ready.status_code == 200, ready.text
+            assert ready.json() == {"status": "ready"}
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+    finally:
+        system.stop("worker-probes")
