@@ -22,6 +22,8 @@ from outbox.errors import BrokerUnavailable, PublishFailed
 from outbox.tracing import TRACEPARENT
 
 MISSING_EXCHANGE_TTL_S = 30.0
+# A batch is written in buffers of about this many body bytes (one for a usual batch).
+FLUSH_BYTES = 1024 * 1024
 PERSISTENT = 2
 
 # Per message: None when the broker confirmed it, else why it was not.
@@ -190,7 +192,7 @@ class AioPikaPublisher:
 
 
 async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage]) -> list[asyncio.Future[Any]]:
-    """Write a batch as one buffer and return its confirm futures, in order.
+    """Write a batch in as few buffers as it fits and return its confirm futures.
 
     This is aiormq's ``basic_publish`` for many messages at once: the same delivery
     tag, confirm and return bookkeeping on the channel, under the channel's lock, but
@@ -205,7 +207,19 @@ async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage]) -> list[as
         raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
     confirms: list[asyncio.Future[Any]] = []
     frames: list[Any] = []
+    pending_bytes = 0
     chunk = wire.max_content_size
+
+    async def flush() -> None:
+        # Waiting for each buffer to reach the socket bounds the memory a batch of
+        # large messages can take, as aiormq's own publish does per message.
+        flushed = wire.create_future()
+        await wire.write_queue.put(
+            ChannelFrame.marshall(channel_number=wire.number, frames=frames, drain_future=flushed)
+        )
+        frames.clear()
+        await flushed
+
     async with wire.lock:
         for message in messages:
             wire.delivery_tag += 1
@@ -240,7 +254,12 @@ async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage]) -> list[as
                 )
             )
             frames.extend(ContentBody(body[i : i + chunk]) for i in range(0, len(body), chunk))
-        await wire.write_queue.put(ChannelFrame.marshall(channel_number=wire.number, frames=frames))
+            pending_bytes += len(body)
+            if pending_bytes >= FLUSH_BYTES:
+                await flush()
+                pending_bytes = 0
+        if frames:
+            await flush()
     return confirms
 
 
