@@ -2,7 +2,8 @@
 
 Everything runs against the configured PostgreSQL and RabbitMQ but in a schema and
 broker names of its own (``bench_<id>``), removed afterwards, so it can run next to
-a live installation. Phases, in one run so the figures are comparable:
+a live installation. Phases, in one run so the figures are comparable (the latency
+phase, 4, runs first, on a quiet broker and database):
 
 1. raw limit: P processes publish persistent messages with confirms straight to the
    bench queue, no database (P = 1, then 2), with two clients (see RAW_CLIENTS);
@@ -124,6 +125,10 @@ async def _main(settings: Settings, options: RelayBenchOptions) -> int:
             f"schema {names.schema}",
             file=sys.stderr,
         )
+        # Latency first, while the broker and the database are not yet digesting the
+        # hundreds of thousands of messages of the throughput phases.
+        lat, lat_from_start = await _latency(settings, names, options)
+        await _purge(channel, names.queue(settings))
         results: dict[str, float] = {}
         for processes in (1, 2):
             for client in RAW_CLIENTS:
@@ -138,8 +143,6 @@ async def _main(settings: Settings, options: RelayBenchOptions) -> int:
         results["relay2_steady"] = steady.overall
         results["relay2_steady_prefilled"] = steady.prefilled
         results["relay2_steady_arrived"] = steady.arrived
-        await _purge(channel, names.queue(settings))
-        lat, lat_from_start = await _latency(settings, names, options)
         await _purge(channel, names.queue(settings))
     finally:
         await channel.queue_delete(names.queue(settings))
