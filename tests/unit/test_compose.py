@@ -371,6 +371,20 @@ def test_api_listens_where_it_is_published_and_checked(
     assert not re.search(r"\b(curl|wget)\b", test)
 
 
+def test_relay_readiness_is_checked_on_its_side_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    relay = services["relay"]
+    environment = relay.get("environment", {})
+    port = environment.get("SAGAWAY_METRICS_PORT")
+    assert port, "the relay needs its side port for /readyz"
+    test = healthcheck_test(relay)
+    assert f"127.0.0.1:{port}/readyz" in test
+    assert not re.search(r"\b(curl|wget)\b", test)
+    # The relay keeps the shared connection settings besides its own port.
+    assert {"SAGAWAY_DATABASE_URL", "SAGAWAY_AMQP_URL"} <= set(environment)
+
+
 # --- compose: PostgreSQL and RabbitMQ -------------------------------------------------
 
 
