@@ -117,32 +117,55 @@ class AioPikaPublisher:
         # aiormq fails this future when the channel or its connection closes: one
         # watch for the whole batch instead of registering every confirm with it.
         link = wire.create_future()
+        batch = _Batch(wire, len(sendable))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        written = False
         try:
-            batch = await _send(wire, [messages[i] for i in sendable])
+            # Writing is bounded too: a broker that blocks publishers (a memory or
+            # disk alarm) or stops reading must not hold the batch, or the relay,
+            # forever; ready() waits while RabbitMQ has the connection blocked.
+            async with asyncio.timeout_at(deadline):
+                await wire.connection.ready()
+                await _send(wire, [messages[i] for i in sendable], batch)
+            written = True
             await asyncio.wait(
-                (batch.settled, link), timeout=self._timeout_s, return_when=FIRST_COMPLETED
+                (batch.settled, link),
+                timeout=max(0.0, deadline - loop.time()),
+                return_when=FIRST_COMPLETED,
             )
+        except TimeoutError:
+            pass  # not written in time: settled below as the broker's fault
         except _LINK_ERRORS as exc:
             self._channel = None
             unavailable = BrokerUnavailable(_link_lost(exc))
             for index in sendable:
                 results[index] = unavailable
+            batch.abandon()
             return results
         finally:
+            # Reading the exception also keeps asyncio from reporting it as unseen.
+            lost = link.done() and not link.cancelled() and link.exception() is not None
             link.cancel()
-        lost = link.done() and not link.cancelled() and link.exception() is not None
         if lost:
             self._channel = None
-        for index, confirm in zip(sendable, batch.confirms, strict=True):
+        for index, confirm in zip(sendable, batch.confirms, strict=False):
             if confirm.done():
                 results[index] = self._settle(confirm)
-                continue
-            confirm.cancel()
-            results[index] = (
-                BrokerUnavailable("broker link lost before the confirm")
-                if lost
-                else PublishFailed("no confirm before the publish timeout")
+        late: PublishResult
+        if lost:
+            late = BrokerUnavailable("broker link lost before the confirm")
+        elif not written:
+            late = BrokerUnavailable(
+                "broker not taking messages (blocked by a resource alarm, or stalled)"
             )
+        else:
+            late = PublishFailed("no confirm before the publish timeout")
+        for position, index in enumerate(sendable):
+            if position >= len(batch.confirms) or not batch.confirms[position].done():
+                results[index] = late
+        # The channel stays in use: a confirm that comes after all finds nothing.
+        batch.abandon()
         return results
 
     def _settle(self, future: asyncio.Future[Any]) -> PublishResult:
@@ -207,30 +230,47 @@ class AioPikaPublisher:
 
 
 class _Batch:
-    """The confirm futures of a batch, in order, and one future set once all settled."""
+    """A batch's confirm futures in publishing order, and one future set once all are
+    settled; registered in the channel's confirm bookkeeping as aiormq would."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, wire: aiormq.Channel, size: int) -> None:
         loop = asyncio.get_running_loop()
         self.confirms: list[asyncio.Future[Any]] = []
         self.settled: asyncio.Future[None] = loop.create_future()
+        self._tags: list[int] = []
         self._open = size
         self._loop = loop
+        self._wire = wire
 
-    def add(self, pending: dict[str, int], message_id: str) -> asyncio.Future[Any]:
+    def add(self, message_id: str) -> None:
+        """Give the next message its delivery tag and its confirm future."""
+        wire = self._wire
+        wire.delivery_tag += 1
         confirm: asyncio.Future[Any] = self._loop.create_future()
-        confirm.add_done_callback(partial(self._done, pending, message_id))
+        confirm.add_done_callback(partial(self._done, message_id))
+        wire.confirmations[wire.delivery_tag] = confirm
+        # A returned message is matched to its confirm by message_id.
+        wire.message_id_delivery_tag[message_id] = wire.delivery_tag
         self.confirms.append(confirm)
-        return confirm
+        self._tags.append(wire.delivery_tag)
 
-    def _done(self, pending: dict[str, int], message_id: str, _: object) -> None:
-        pending.pop(message_id, None)
+    def abandon(self) -> None:
+        """Stop waiting: drop every unsettled confirm from the channel's bookkeeping,
+        so a confirm arriving later is ignored quietly."""
+        for tag, confirm in zip(self._tags, self.confirms, strict=True):
+            if not confirm.done():
+                self._wire.confirmations.pop(tag, None)
+                confirm.cancel()
+
+    def _done(self, message_id: str, _: object) -> None:
+        self._wire.message_id_delivery_tag.pop(message_id, None)
         self._open -= 1
         if self._open == 0 and not self.settled.done():
             self.settled.set_result(None)
 
 
-async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage]) -> _Batch:
-    """Write a batch in as few buffers as it fits and return its confirm futures.
+async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage], batch: _Batch) -> None:
+    """Write a batch in as few buffers as it fits, registering its confirms in ``batch``.
 
     This is aiormq's ``basic_publish`` for many messages at once: the same delivery
     tag, confirm and return bookkeeping on the channel, under the channel's lock, but
@@ -244,7 +284,6 @@ async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage]) -> _Batch:
     """
     if wire.is_closed:
         raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
-    batch = _Batch(len(messages))
     frames: list[Any] = []
     pending_bytes = 0
     chunk = wire.max_content_size
@@ -261,12 +300,7 @@ async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage]) -> _Batch:
 
     async with wire.lock:
         for message in messages:
-            wire.delivery_tag += 1
-            wire.confirmations[wire.delivery_tag] = batch.add(
-                wire.message_id_delivery_tag, message.message_id
-            )
-            # A returned message is matched to its confirm by message_id.
-            wire.message_id_delivery_tag[message.message_id] = wire.delivery_tag
+            batch.add(message.message_id)
             headers: FieldTable | None = (
                 {TRACEPARENT: message.traceparent} if message.traceparent else None
             )
@@ -296,7 +330,6 @@ async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage]) -> _Batch:
                 pending_bytes = 0
         if frames:
             await flush()
-    return batch
 
 
 def _link_lost(exc: BaseException) -> str:

@@ -36,6 +36,7 @@ from tests.support import free_port, wait_for
 ROWS = 3000
 RESTART_ROWS = 15000
 OUTAGE_ROWS = 500
+ALARM_ROWS = 2000
 DB_BACKOFF = "database unavailable, relay backing off"
 LOGS = Path(__file__).resolve().parents[1] / "artifacts" / "relay-crash-logs"
 
@@ -78,7 +79,7 @@ async def target(settings: Settings, own_broker: AbstractRobustConnection) -> As
 class RelayProcess:
     """``sagaway relay`` as a child process of the test."""
 
-    def __init__(self, settings: Settings, name: str) -> None:
+    def __init__(self, settings: Settings, name: str, **env: str) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = LOGS / f"{settings.namespace}-{name}.log"
@@ -92,6 +93,7 @@ class RelayProcess:
             "SAGAWAY_RELAY_LEASE_S": "2",
             "SAGAWAY_LOG_FORMAT": "json",
             "SAGAWAY_METRICS_PORT": str(self.port),
+            **env,
         }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -339,6 +341,33 @@ async def _recovered(
     await _assert_all_arrived_once_or_repeated(broker, target, ids)
 
 
+async def test_a_broker_resource_alarm_holds_rows_back_until_it_clears(
+    settings: Settings,
+    db: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    own_broker: AbstractRobustConnection,
+    target: Target,
+    relays: list[RelayProcess],
+) -> None:
+    # RabbitMQ blocks publishing connections while a memory alarm is on; the relay's
+    # publishes must give up at their timeout instead of hanging, and say why.
+    relay = RelayProcess(settings, "through-alarm", SAGAWAY_PUBLISH_TIMEOUT_S="2")
+    relays.append(relay)
+    await relay.until_readiness(200)
+    watermark = await _rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+    await _rabbitmqctl("set_vm_memory_high_watermark", "0")
+    try:
+        ids = await _write_rows(sessions, target, ALARM_ROWS)
+        await relay.until_readiness(503, naming="rabbitmq")
+        _, body = await relay.readiness()
+        assert "blocked by a resource alarm" in body["detail"], body
+        assert await _published(db, ids) < ALARM_ROWS
+    finally:
+        await _rabbitmqctl("set_vm_memory_high_watermark", watermark.strip() or "0.4")
+
+    await _recovered(relay, db, own_broker, target, ids, outage="the alarm")
+
+
 async def _pg_ctlcluster(action: str) -> None:
     """Stop or start this machine's PostgreSQL cluster (and wait until it answers)."""
     version = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])
@@ -361,9 +390,10 @@ async def _pg_ctlcluster(action: str) -> None:
         await wait_for(answers, within=60, interval=0.2, what="PostgreSQL accepting connections")
 
 
-async def _rabbitmqctl(*args: str) -> None:
+async def _rabbitmqctl(*args: str) -> str:
     process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    _, err = await process.communicate()
+    out, err = await process.communicate()
     assert process.returncode == 0, f"rabbitmqctl {' '.join(args)} failed: {err.decode()}"
+    return out.decode()
