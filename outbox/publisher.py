@@ -88,12 +88,6 @@ class AioPikaPublisher:
         self._missing: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
-    async def publish(self, message: RawMessage) -> None:
-        """Publish one message and wait for its confirm; raises what the batch reports."""
-        [result] = await self.publish_batch([message])
-        if result is not None:
-            raise result
-
     async def publish_batch(self, messages: Sequence[RawMessage]) -> list[PublishResult]:
         """Publish persistently, in order, and wait for every confirm or the deadline."""
         try:
@@ -120,7 +114,8 @@ class AioPikaPublisher:
         batch = _Batch(wire, len(sendable))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
-        written = False
+        # What a message without a confirm gets, unless the broker is found at fault.
+        late: PublishResult = PublishFailed("no confirm before the publish timeout")
         try:
             # Writing is bounded too: a broker that blocks publishers (a memory or
             # disk alarm) or stops reading must not hold the batch, or the relay,
@@ -128,56 +123,31 @@ class AioPikaPublisher:
             async with asyncio.timeout_at(deadline):
                 await wire.connection.ready()
                 await _send(wire, [messages[i] for i in sendable], batch)
-            written = True
             await asyncio.wait(
                 (batch.settled, link),
                 timeout=max(0.0, deadline - loop.time()),
                 return_when=FIRST_COMPLETED,
             )
         except TimeoutError:
-            pass  # not written in time: settled below as the broker's fault
-        except _LINK_ERRORS as exc:
-            self._channel = None
-            unavailable = BrokerUnavailable(_link_lost(exc))
-            for index in sendable:
-                results[index] = unavailable
-            batch.abandon()
-            return results
-        finally:
-            # Reading the exception also keeps asyncio from reporting it as unseen.
-            lost = link.done() and not link.cancelled() and link.exception() is not None
-            link.cancel()
-        if lost:
-            self._channel = None
-        for index, confirm in zip(sendable, batch.confirms, strict=False):
-            if confirm.done():
-                results[index] = self._settle(confirm)
-        late: PublishResult
-        if lost:
-            late = BrokerUnavailable("broker link lost before the confirm")
-        elif not written:
+            # Not written in time; the channel stays, the broker may just be blocked.
             late = BrokerUnavailable(
                 "broker not taking messages (blocked by a resource alarm, or stalled)"
             )
-        else:
-            late = PublishFailed("no confirm before the publish timeout")
+        except _LINK_ERRORS as exc:
+            self._channel = None
+            late = BrokerUnavailable(_link_lost(exc))
+        finally:
+            # Reading the exception also keeps asyncio from reporting it as unseen.
+            if link.done() and not link.cancelled() and link.exception() is not None:
+                self._channel = None
+                late = BrokerUnavailable("broker link lost before the confirm")
+            link.cancel()
         for position, index in enumerate(sendable):
-            if position >= len(batch.confirms) or not batch.confirms[position].done():
-                results[index] = late
+            confirmed = position < len(batch.confirms) and batch.confirms[position].done()
+            results[index] = _settle(batch.confirms[position]) if confirmed else late
         # The channel stays in use: a confirm that comes after all finds nothing.
         batch.abandon()
         return results
-
-    def _settle(self, future: asyncio.Future[Any]) -> PublishResult:
-        exc = future.exception()
-        if exc is None:
-            return None
-        if isinstance(exc, aiormq.exceptions.DeliveryError):
-            return PublishFailed(f"broker refused message: {_describe(exc)}")
-        if isinstance(exc, _LINK_ERRORS):
-            self._channel = None
-            return BrokerUnavailable(_link_lost(exc))
-        return PublishFailed(f"publish failed: {exc!r}")
 
     async def _wire_channel(self) -> aiormq.Channel:
         async with self._lock:
@@ -330,6 +300,16 @@ async def _send(wire: aiormq.Channel, messages: Sequence[RawMessage], batch: _Ba
                 pending_bytes = 0
         if frames:
             await flush()
+
+
+def _settle(confirm: asyncio.Future[Any]) -> PublishFailed | None:
+    """None for an ack; a nack or a return (unroutable) fails the message alone."""
+    exc = confirm.exception()
+    if exc is None:
+        return None
+    if isinstance(exc, aiormq.exceptions.DeliveryError):
+        return PublishFailed(f"broker refused message: {_describe(exc)}")
+    return PublishFailed(f"publish failed: {exc!r}")
 
 
 def _link_lost(exc: BaseException) -> str:

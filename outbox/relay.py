@@ -122,10 +122,9 @@ class Relay:
             try:
                 moved, busy = await self._drain_tables(targets)
                 backoff = self._options.unlistened_poll_s
-                # A pass that raised nothing reached the database, and the broker too
-                # if it had anything to publish (the connection's own state tells the
-                # probe about an idle broker link).
-                self._health.up("postgres")
+                # A pass that raised nothing got through to the broker if it had
+                # anything to publish. The probe asks the database itself, and the
+                # connection's state tells it about an idle broker link.
                 self._health.up("rabbitmq")
                 self._health.up("relay")
             except BrokerUnavailable as exc:
@@ -138,7 +137,6 @@ class Relay:
                 continue
             except Exception as exc:
                 if is_transient(exc):
-                    self._health.down("postgres", f"unavailable: {type(exc).__name__}")
                     log.warning(
                         "database unavailable, relay backing off",
                         error=type(exc).__name__,

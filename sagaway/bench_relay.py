@@ -129,20 +129,17 @@ async def _main(settings: Settings, options: RelayBenchOptions) -> int:
         # hundreds of thousands of messages of the throughput phases.
         lat, lat_from_start = await _latency(settings, names, options)
         await _purge(channel, names.queue(settings))
-        results: dict[str, float] = {}
+        raw: dict[tuple[str, int], float] = {}
+        relay: dict[int, float] = {}
         for processes in (1, 2):
             for client in RAW_CLIENTS:
-                results[f"raw_{client}{processes}"] = await _raw(
+                raw[client, processes] = await _raw(
                     settings, names, options.messages, processes, client
                 )
                 await _purge(channel, names.queue(settings))
-            drained = await _drain(settings, names, options, processes)
-            results[f"relay{processes}"] = drained.prefilled
+            relay[processes] = (await _drain(settings, names, options, processes)).prefilled
             await _purge(channel, names.queue(settings))
         steady = await _drain(settings, names, options, 2, steady_rate=options.steady_rate)
-        results["relay2_steady"] = steady.overall
-        results["relay2_steady_prefilled"] = steady.prefilled
-        results["relay2_steady_arrived"] = steady.arrived
         await _purge(channel, names.queue(settings))
     finally:
         await channel.queue_delete(names.queue(settings))
@@ -156,28 +153,23 @@ async def _main(settings: Settings, options: RelayBenchOptions) -> int:
 
     for processes in (1, 2):
         plural = "es" if processes > 1 else ""
-        aiopika = results[f"raw_aiopika{processes}"]
-        batched = results[f"raw_batched{processes}"]
-        relay = results[f"relay{processes}"]
+        aiopika, batched = raw["aiopika", processes], raw["batched", processes]
         print(f"raw, {processes} process{plural}, aio-pika publish:  {aiopika:8.0f} msgs/s")
         print(f"raw, {processes} process{plural}, batched publisher: {batched:8.0f} msgs/s")
         print(
-            f"relay, {processes} process{plural}:                   {relay:8.0f} msgs/s"
-            f"  (ratio {relay / aiopika:.2f}; {relay / batched:.2f} to the batched publisher)"
+            f"relay, {processes} process{plural}:                   {relay[processes]:8.0f} msgs/s"
+            f"  (ratio {relay[processes] / aiopika:.2f};"
+            f" {relay[processes] / batched:.2f} to the batched publisher)"
         )
-    arriving = results["relay2_steady"]
     print(
-        f"relay, 2 processes, rows arriving:  {arriving:8.0f} msgs/s"
-        f"  (ratio {arriving / results['raw_aiopika2']:.2f};"
-        f" {arriving / results['raw_batched2']:.2f} to the batched publisher;"
-        f" prefilled rows alone {results['relay2_steady_prefilled']:.0f} msgs/s;"
-        f" new rows arrived at {results['relay2_steady_arrived']:.0f}/s)"
+        f"relay, 2 processes, rows arriving:  {steady.overall:8.0f} msgs/s"
+        f"  (ratio {steady.overall / raw['aiopika', 2]:.2f};"
+        f" {steady.overall / raw['batched', 2]:.2f} to the batched publisher;"
+        f" prefilled rows alone {steady.prefilled:.0f} msgs/s;"
+        f" new rows arrived at {steady.arrived:.0f}/s)"
     )
-    print(f"ratio: {results['relay2'] / results['raw_aiopika2']:.2f}")
-    print(
-        "ratio to the batched publisher without a database: "
-        f"{results['relay2'] / results['raw_batched2']:.2f}"
-    )
+    print(f"ratio: {relay[2] / raw['aiopika', 2]:.2f}")
+    print(f"ratio to the batched publisher without a database: {relay[2] / raw['batched', 2]:.2f}")
     print(
         f"commit->publish latency at {options.latency_rate:g} msgs/s: "
         f"p50 {lat.p50:.2f} ms  p99 {lat.p99:.2f} ms  max {lat.max:.2f} ms  ({lat.count} samples)"
