@@ -9,7 +9,7 @@ handler) owns the transaction, so the state change and its commands commit toget
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -163,6 +163,11 @@ class SagaEngine:
         await self._persist(session, record, state, messages, history, now, update=False)
         metrics.observe_transition(saga_type, None, state)
         return state
+
+    async def prepare_replies(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        """Lock the sagas of a batch of replies at once (called by the reply consumer
+        before ``handle_reply`` runs for each)."""
+        await self._repo.lock_many(session, [e.saga_id for e in envelopes])
 
     async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
         """Apply a participant's reply (called by the reply consumer)."""

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, literal, select, tuple_, update
+from sqlalchemy import insert, literal, select, tuple_
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.state import Phase, SagaState, SagaStatus, StepState, StepStatus
 from orchestrator.tables import saga_events, sagas
+from outbox.deferred import defer_insert, defer_update, transaction_cache
 from outbox.tracing import inject
+
+_LOCKED = "sagaway.sagas"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,14 @@ class SagaRepository:
     async def get(
         self, session: AsyncSession, saga_id: uuid.UUID, *, for_update: bool = False
     ) -> SagaRecord | None:
-        """The saga, optionally locked until the transaction ends."""
+        """The saga, optionally locked until the transaction ends.
+
+        A saga this transaction already locked or saved is answered from memory, with
+        the state it has in this transaction (its saved state is written at commit).
+        """
+        known = _known(session)
+        if saga_id in known:
+            return known[saga_id]
         query = select(sagas).where(sagas.c.id == saga_id)
         if for_update:
             # A row lock, not a version check: replies for one saga are rare and short,
@@ -96,17 +106,43 @@ class SagaRepository:
             # burning a redelivery.
             query = query.with_for_update()
         row = (await session.execute(query)).first()
-        return _record(row) if row is not None else None
+        if row is None:
+            return None
+        record = _record(row)
+        if for_update:
+            known[saga_id] = record
+        return record
+
+    async def lock_many(self, session: AsyncSession, saga_ids: Sequence[uuid.UUID]) -> None:
+        """Lock the given sagas in one statement, for a batch of replies.
+
+        Rows are locked in id order, so two orchestrators locking overlapping batches
+        wait for each other instead of deadlocking.
+        """
+        known = _known(session)
+        wanted = sorted({i for i in saga_ids if i not in known})
+        if not wanted:
+            return
+        rows = await session.execute(
+            select(sagas).where(sagas.c.id.in_(wanted)).order_by(sagas.c.id).with_for_update()
+        )
+        for row in rows:
+            known[row.id] = _record(row)
 
     async def save(
         self, session: AsyncSession, record: SagaRecord, state: SagaState, now: datetime
-    ) -> None:
-        """Write the new state of a saga loaded ``for_update``."""
-        await session.execute(
-            update(sagas)
-            .where(sagas.c.id == record.id)
-            .values(version=sagas.c.version + 1, updated_at=now, **_state_columns(state))
+    ) -> SagaRecord:
+        """Write the new state of a saga loaded ``for_update`` (sent at commit, one
+        statement for every saga the transaction changed); returns the new record."""
+        saved = replace(record, state=state, version=record.version + 1, updated_at=now)
+        defer_update(
+            session,
+            sagas,
+            record.id,
+            {"version": saved.version, "updated_at": now, **_state_columns(state)},
         )
+        _known(session)[record.id] = saved
+        return saved
 
     async def record(
         self,
@@ -115,11 +151,10 @@ class SagaRepository:
         entries: Sequence[HistoryEntry],
         now: datetime,
     ) -> None:
-        """Append lines to the saga's history."""
-        if not entries:
-            return
-        await session.execute(
-            insert(saga_events),
+        """Append lines to the saga's history (sent at commit, with the others)."""
+        defer_insert(
+            session,
+            saga_events,
             [
                 {
                     "saga_id": saga_id,
@@ -178,6 +213,14 @@ class SagaRepository:
             .with_for_update(skip_locked=True)
         )
         return [r.id for r in rows]
+
+
+def _known(session: AsyncSession) -> dict[uuid.UUID, SagaRecord]:
+    cache = transaction_cache(session)
+    known = cache.get(_LOCKED)
+    if known is None:
+        known = cache[_LOCKED] = {}
+    return known
 
 
 def _state_columns(state: SagaState) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 
 import structlog
@@ -29,13 +31,24 @@ Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 """Applies one message inside the given transaction. It must not commit."""
 
 
+Prepare = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
+"""Runs once per batch, before its messages are handled, in the same transaction (the
+orchestrator locks the batch's sagas here, in one statement and a fixed order)."""
+
+
 class Consumer:
     """Runs one handler over one queue, exactly once per ``message_id`` in effect.
 
-    The inbox record, the handler's effect and any outbox rows it writes commit in one
-    transaction; the message is acknowledged only after that commit. A crash before the
-    commit redelivers the message; a crash after it redelivers a message the inbox
-    already holds, which is acknowledged and dropped.
+    The inbox records, the handler's effects and any outbox rows they write commit in
+    one transaction; the messages are acknowledged only after that commit. A crash
+    before the commit redelivers them; a crash after it redelivers messages the inbox
+    already holds, which are acknowledged and dropped.
+
+    Messages are taken in batches: whatever has been delivered when the consumer is
+    free, up to ``batch_size``, goes into one transaction and one acknowledgement. It
+    never waits for a batch to fill, so a lone message is handled at once. A batch
+    that fails is retried message by message, so one poison message is isolated and
+    goes through the same redelivery and dead-letter rules as if it had come alone.
     """
 
     def __init__(
@@ -47,6 +60,8 @@ class Consumer:
         sessions: async_sessionmaker[AsyncSession],
         prefetch: int,
         delivery_limit: int = 5,
+        batch_size: int | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self._queue = queue
         self._delivery_limit = delivery_limit
@@ -55,63 +70,165 @@ class Consumer:
         self._failures: OrderedDict[str, int] = OrderedDict()
         self._inbox = inbox
         self._handler = handler
+        self._prepare = prepare
         self._sessions = sessions
         self._prefetch = prefetch
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._batch_size = max(1, batch_size or prefetch)
+        self._arrived: deque[AbstractIncomingMessage] = deque()
+        self._wake = asyncio.Event()
         self._stop = asyncio.Event()
 
     async def run(self, channel: AbstractChannel, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set, then let in-flight messages finish."""
+        """Consume until ``stop`` is set, then let the batch in hand finish."""
         self._stop = stop
         await channel.set_qos(prefetch_count=self._prefetch)
         queue = await channel.get_queue(self._queue, ensure=True)
         tag = await queue.consume(self._on_message)
         log.info("consuming", queue=self._queue, consumer=self._inbox.consumer)
-        await stop.wait()
-        # Stop new deliveries first; what is already in hand is finished (or, if it
-        # cannot be, left unacknowledged for redelivery), never half-applied.
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                if not self._arrived:
+                    self._wake.clear()
+                    waking = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait((waking, stopping), return_when=asyncio.FIRST_COMPLETED)
+                    waking.cancel()
+                    continue
+                batch = [
+                    self._arrived.popleft()
+                    for _ in range(min(self._batch_size, len(self._arrived)))
+                ]
+                await self.process_batch(batch)
+        finally:
+            stopping.cancel()
+        # Stop new deliveries; what arrived but was not started stays unacknowledged
+        # and goes back to the queue with the channel, never half-applied.
         await queue.cancel(tag)
-        if self._in_flight:
-            log.info("finishing in-flight messages", count=len(self._in_flight))
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if self._arrived:
+            log.info("leaving unstarted messages for redelivery", count=len(self._arrived))
+            self._arrived.clear()
         log.info("consumer stopped", queue=self._queue)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-        try:
-            await self.process(message)
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
+        self._arrived.append(message)
+        self._wake.set()
 
     async def process(self, message: AbstractIncomingMessage) -> None:
         """Handle one delivery end to end (public so tests can drive it directly)."""
-        with structlog.contextvars.bound_contextvars(
-            message_id=message.message_id, message_type=message.type, queue=self._queue
-        ):
-            try:
-                envelope = Envelope.from_bytes(message.body)
-            except ValidationError as exc:
-                # Redelivering cannot fix a body we cannot parse: dead-letter it now.
-                log.error("unparseable message dead-lettered", errors=exc.error_count())
-                metrics.DEAD_LETTERED.labels(self._queue, "unparseable").inc()
-                await message.reject(requeue=False)
-                return
-            with (
-                structlog.contextvars.bound_contextvars(
-                    message_id=str(envelope.message_id),
-                    message_type=envelope.message_type,
-                    saga_id=str(envelope.saga_id),
-                    correlation_id=str(envelope.correlation_id),
-                ),
-                self._span(message, envelope) as span,
+        await self.process_batch([message])
+
+    async def process_batch(self, messages: Sequence[AbstractIncomingMessage]) -> None:
+        """Handle deliveries taken together: one transaction, one acknowledgement."""
+        parsed: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        for message in messages:
+            envelope = await self._parse(message)
+            if envelope is not None:
+                parsed.append((message, envelope))
+        if not parsed:
+            return
+        if len(parsed) == 1:
+            await self._process_one(*parsed[0])
+            return
+        started = time.perf_counter()
+        try:
+            fresh = await self._apply_batch(parsed)
+        except _BatchFailed:
+            # Someone in the batch is at fault, or the handler cannot do them together:
+            # apply each alone, so only the guilty one is redelivered or dead-lettered.
+            log.warning("batch failed, applying its messages one by one", size=len(parsed))
+            for message, envelope in parsed:
+                await self._process_one(message, envelope)
+            return
+        # One acknowledgement for the batch: every earlier delivery on this channel is
+        # settled already (batches are handled one at a time, in delivery order).
+        await parsed[-1][0].ack(multiple=True)
+        elapsed = (time.perf_counter() - started) / len(parsed)
+        applied = len(fresh)
+        for _, envelope in parsed:
+            result = "applied" if envelope.message_id in fresh else "duplicate"
+            fresh.discard(envelope.message_id)
+            metrics.CONSUME_SECONDS.labels(self._queue).observe(elapsed)
+            metrics.CONSUMED.labels(self._queue, result).inc()
+        duplicates = len(parsed) - applied
+        if duplicates:
+            log.info("duplicate messages dropped", count=duplicates, queue=self._queue)
+
+    async def _parse(self, message: AbstractIncomingMessage) -> Envelope | None:
+        try:
+            return Envelope.from_bytes(message.body)
+        except ValidationError as exc:
+            # Redelivering cannot fix a body we cannot parse: dead-letter it now.
+            with structlog.contextvars.bound_contextvars(
+                message_id=message.message_id, message_type=message.type, queue=self._queue
             ):
-                result = await self._apply(message, envelope)
-                span.set_attribute("sagaway.outcome", result)
-                if result in ("failed", "dead_lettered"):
-                    span.set_status(Status(StatusCode.ERROR, result))
+                log.error("unparseable message dead-lettered", errors=exc.error_count())
+            metrics.DEAD_LETTERED.labels(self._queue, "unparseable").inc()
+            # Settled before the batch's acknowledgement, which would cover it too.
+            await message.reject(requeue=False)
+            return None
+
+    async def _apply_batch(
+        self, parsed: Sequence[tuple[AbstractIncomingMessage, Envelope]]
+    ) -> set[uuid.UUID]:
+        """Apply a batch in one transaction; the ids that were new to the inbox."""
+        envelopes = [envelope for _, envelope in parsed]
+        backoff = 0.1
+        while True:
+            try:
+                async with self._sessions() as session, session.begin():
+                    fresh = await self._inbox.record_many(session, envelopes)
+                    todo = [e for e in envelopes if e.message_id in fresh]
+                    if todo and self._prepare is not None:
+                        await self._prepare(session, todo)
+                    # A message delivered twice into one batch is applied once.
+                    pending = set(fresh)
+                    for message, envelope in parsed:
+                        if envelope.message_id in pending:
+                            pending.discard(envelope.message_id)
+                            await self._handle_in_span(session, message, envelope)
+                return fresh
+            except Exception as exc:
+                if is_transient(exc) and not self._stop.is_set():
+                    log.warning(
+                        "database unavailable, holding messages",
+                        error=type(exc).__name__,
+                        count=len(parsed),
+                        retry_in_s=backoff,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_HOLD_BACKOFF_S)
+                    continue
+                raise _BatchFailed from exc
+
+    async def _handle_in_span(
+        self, session: AsyncSession, message: AbstractIncomingMessage, envelope: Envelope
+    ) -> None:
+        with (
+            structlog.contextvars.bound_contextvars(
+                message_id=str(envelope.message_id),
+                message_type=envelope.message_type,
+                saga_id=str(envelope.saga_id),
+                correlation_id=str(envelope.correlation_id),
+            ),
+            self._span(message, envelope),
+        ):
+            await self._handler(session, envelope)
+
+    async def _process_one(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+        with (
+            structlog.contextvars.bound_contextvars(
+                message_id=str(envelope.message_id),
+                message_type=envelope.message_type,
+                saga_id=str(envelope.saga_id),
+                correlation_id=str(envelope.correlation_id),
+                queue=self._queue,
+            ),
+            self._span(message, envelope) as span,
+        ):
+            result = await self._apply(message, envelope)
+            span.set_attribute("sagaway.outcome", result)
+            if result in ("failed", "dead_lettered"):
+                span.set_status(Status(StatusCode.ERROR, result))
 
     def _span(
         self, message: AbstractIncomingMessage, envelope: Envelope
@@ -149,6 +266,8 @@ class Consumer:
                 async with self._sessions() as session, session.begin():
                     fresh = await self._inbox.record(session, envelope)
                     if fresh:
+                        if self._prepare is not None:
+                            await self._prepare(session, [envelope])
                         await self._handler(session, envelope)
                 break
             except Unprocessable as exc:
@@ -204,6 +323,10 @@ class Consumer:
 def _header(message: AbstractIncomingMessage, name: str) -> str | bytes | None:
     value = (message.headers or {}).get(name)
     return value if isinstance(value, str | bytes) else None
+
+
+class _BatchFailed(Exception):
+    """A batch could not be applied as a whole (the cause is chained)."""
 
 
 class Unprocessable(Exception):

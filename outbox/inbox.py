@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Table
-from sqlalchemy.dialects.postgresql import insert
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import String, Table, Uuid, bindparam, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outbox.envelope import Envelope
@@ -15,6 +18,19 @@ class Inbox:
     def __init__(self, table: Table, consumer: str) -> None:
         self._table = table
         self._consumer = consumer
+        self._record_many = (
+            insert(table)
+            .from_select(
+                ["consumer", "message_id", "message_type"],
+                select(
+                    literal(consumer, String).label("consumer"),
+                    func.unnest(bindparam("ids", type_=ARRAY(Uuid))).label("message_id"),
+                    func.unnest(bindparam("types", type_=ARRAY(String))).label("message_type"),
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=["consumer", "message_id"])
+            .returning(table.c.message_id)
+        )
 
     @property
     def consumer(self) -> str:
@@ -39,3 +55,25 @@ class Inbox:
             .returning(self._table.c.message_id)
         )
         return result.first() is not None
+
+    async def record_many(
+        self, session: AsyncSession, envelopes: Sequence[Envelope]
+    ) -> set[uuid.UUID]:
+        """Record a batch in one statement; returns the ids not processed before.
+
+        Rows go in ``message_id`` order, so two consumers recording overlapping batches
+        (a redelivery) take the primary-key locks in the same order and cannot deadlock.
+        """
+        if not envelopes:
+            return set()
+        ordered = sorted(envelopes, key=lambda e: e.message_id)
+        # Arrays unnested server-side: one statement text whatever the batch size, so
+        # it is compiled and prepared once.
+        result = await session.execute(
+            self._record_many,
+            {
+                "ids": [e.message_id for e in ordered],
+                "types": [e.message_type for e in ordered],
+            },
+        )
+        return {r.message_id for r in result}

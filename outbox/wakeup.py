@@ -18,7 +18,8 @@ Connect = Callable[[], Awaitable[Any]]
 
 
 class Wakeup:
-    """An event set whenever a transaction that wrote outbox rows commits.
+    """An event set whenever a transaction that notifies ``channel`` commits (by
+    default: one that wrote outbox rows).
 
     ``listening`` says whether notifications are arriving; while they are not (the
     connection is down), callers poll at their short interval instead.
@@ -63,7 +64,7 @@ class Wakeup:
                 await connection.add_listener(self._channel, self._on_notify)
                 self.listening = True
                 backoff = 0.1
-                log.info("listening for outbox notifications", channel=self._channel)
+                log.info("listening for notifications", channel=self._channel)
                 # A row committed while we were not listening gets no notification:
                 # wake the relay once so it looks everywhere.
                 self._everything = True
@@ -71,7 +72,8 @@ class Wakeup:
                 await _first(stop.wait(), self._lost.wait())
             except Exception as exc:
                 log.warning(
-                    "outbox notifications unavailable, polling instead",
+                    "notifications unavailable, polling instead",
+                    channel=self._channel,
                     error=type(exc).__name__,
                     retry_in_s=backoff,
                 )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from outbox.deferred import defer_insert
 from outbox.envelope import OutgoingMessage
 from outbox.tracing import inject
 
@@ -27,14 +28,17 @@ class OutboxWriter:
     async def add(self, session: AsyncSession, *messages: OutgoingMessage) -> None:
         """Insert ``messages`` in the session's current transaction, in order.
 
+        The rows are sent with the commit, together with every other row the
+        transaction wrote to this outbox, as one statement (see ``outbox.deferred``).
         Each row carries the current trace context, so whoever consumes the message
         continues the trace of the work that wrote it.
         """
         if not messages:
             return
         traceparent = inject()
-        await session.execute(
-            insert(self._table),
+        defer_insert(
+            session,
+            self._table,
             [
                 {
                     "message_id": m.envelope.message_id,

@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     # serves /metrics on its own port regardless.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
-    consumer_prefetch: int = Field(default=10, ge=1, le=10_000)
+    # Deliveries a consumer holds unacknowledged; also the most it applies in one
+    # transaction (it takes what has arrived, never waiting for a batch to fill).
+    consumer_prefetch: int = Field(default=50, ge=1, le=10_000)
     # Connections per process. Every component of an installation, times its instances,
     # must fit in PostgreSQL's max_connections (100 by default).
     db_pool_size: int = Field(default=5, ge=1, le=200)

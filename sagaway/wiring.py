@@ -15,7 +15,7 @@ from services.inventory import handlers as inventory
 from services.notification import handlers as notification
 from services.ops import faults
 from services.orders import local_steps
-from services.participant import Participant, ReplyAddress, Route
+from services.participant import OutageCheck, Participant, ReplyAddress, Route
 from services.payment.handlers import PaymentHandlers
 
 
@@ -40,8 +40,14 @@ def build_engine(settings: Settings) -> SagaEngine:
     )
 
 
-def build_participant(name: str, settings: Settings) -> Participant:
-    """One of inventory, payment, notification."""
+def build_participant(
+    name: str, settings: Settings, *, outage: OutageCheck | None = None
+) -> Participant:
+    """One of inventory, payment, notification.
+
+    ``outage`` says whether a simulated outage is on; by default the switch is read
+    from the database on every command (a worker passes ``FaultFlags.in_outage``).
+    """
     routes: dict[str, Route]
     if name == "inventory":
         routes = inventory.ROUTES
@@ -60,7 +66,7 @@ def build_participant(name: str, settings: Settings) -> Participant:
         reply_to=ReplyAddress(
             exchange=Names(settings.namespace).replies_exchange, routing_key=ORCHESTRATOR
         ),
-        outage=_in_outage,
+        outage=outage or _in_outage,
     )
 
 

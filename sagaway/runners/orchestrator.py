@@ -35,6 +35,7 @@ async def run_orchestrator(settings: Settings) -> None:
             queue=Names(settings.namespace).queue(ORCHESTRATOR),
             inbox=Inbox(INBOX_TABLES[ORCHESTRATOR], ORCHESTRATOR),
             handler=engine.handle_reply,
+            prepare=engine.prepare_replies,
             sessions=res.sessions,
             prefetch=settings.consumer_prefetch,
             delivery_limit=settings.delivery_limit,

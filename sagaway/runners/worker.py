@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
+
 import structlog
 
 from outbox.consumer import Consumer
 from outbox.inbox import Inbox
+from outbox.wakeup import Wakeup
+from sagaway.database import raw_connect
 from sagaway.metrics_server import serve_metrics
 from sagaway.runners.lifecycle import readiness, resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, Names
 from sagaway.wiring import build_participant
+from services.ops.faults import FAULTS_CHANNEL, FaultFlags
 
 log = structlog.get_logger(__name__)
 
@@ -18,7 +24,9 @@ log = structlog.get_logger(__name__)
 async def run_worker(settings: Settings, participant: str) -> None:
     """Consume the participant's command queue until SIGTERM."""
     stop = stop_on_signals()
-    handler = build_participant(participant, settings)
+    switches = Wakeup(partial(raw_connect, settings.database_url), channel=FAULTS_CHANNEL)
+    flags = FaultFlags(switches)
+    handler = build_participant(participant, settings, outage=flags.in_outage)
     async with resources(settings, name=f"sagaway-{participant}") as res:
         serve_metrics(settings, readiness(res))
         consumer = Consumer(
@@ -30,4 +38,4 @@ async def run_worker(settings: Settings, participant: str) -> None:
             delivery_limit=settings.delivery_limit,
         )
         channel = await res.broker.channel()
-        await consumer.run(channel, stop)
+        await asyncio.gather(switches.run(stop), consumer.run(channel, stop))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
@@ -38,3 +39,49 @@ async def get_mode(session: AsyncSession, participant: str) -> FaultMode:
         await session.execute(select(faults.c.mode).where(faults.c.participant == participant))
     ).scalar_one_or_none()
     return FaultMode(value) if value else FaultMode.OK
+
+
+FAULTS_CHANNEL = "sagaway_faults"
+"""Notified by a trigger on ``ops.faults`` whenever a switch changes (migration 0008)."""
+
+
+class FaultFlags:
+    """The fault switches, held in memory and reloaded when PostgreSQL says they changed.
+
+    Every command used to read its participant's switch: a round trip per message for a
+    row that changes a few times a year. Here the switches are read once, and again only
+    after a notification on :data:`FAULTS_CHANNEL`; while that notification channel is
+    down (``listening`` is false) every call reads the table, as before, so a switch
+    is never missed.
+    """
+
+    def __init__(self, changes: Notifications) -> None:
+        self._changes = changes
+        self._modes: dict[str, FaultMode] | None = None
+
+    async def mode(self, session: AsyncSession, participant: str) -> FaultMode:
+        """The participant's current mode, from memory when it can be trusted."""
+        if not self._changes.listening:
+            self._modes = None
+            return await get_mode(session, participant)
+        changed = self._changes.take()
+        if self._modes is None or changed is None or changed:
+            # Read after taking the notifications: a switch committed after this read
+            # notifies again, so the next call reloads.
+            rows = await session.execute(select(faults.c.participant, faults.c.mode))
+            self._modes = {r.participant: FaultMode(r.mode) for r in rows}
+        return self._modes.get(participant, FaultMode.OK)
+
+    async def in_outage(self, session: AsyncSession, participant: str) -> bool:
+        """True while ``participant`` must act as if its provider were down."""
+        return await self.mode(session, participant) is FaultMode.UNAVAILABLE
+
+
+class Notifications(Protocol):
+    """What :class:`FaultFlags` needs of a LISTEN connection (``outbox.wakeup.Wakeup``)."""
+
+    listening: bool
+
+    def take(self) -> set[str] | None:
+        """Payloads since the last call; None when anything may have changed unseen."""
+        ...

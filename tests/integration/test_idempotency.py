@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator.engine import SagaEngine
 from orchestrator.tables import outbox, sagas
+from outbox.deferred import flush_deferred
 from outbox.envelope import Envelope
 from sagaway.settings import Settings
 from sagaway.wiring import build_engine
@@ -125,7 +126,9 @@ async def test_order_saga_and_first_command_share_one_transaction(
             idempotency_key=key,
             correlation_id=uuid.uuid4(),
         )
-        # All three are written, in this transaction and nowhere else yet...
+        # All three are written, in this transaction and nowhere else yet (the
+        # outbox row goes with the commit; flushed here to look at it before)...
+        await flush_deferred(session)
         assert await count_orders(session, customer) == 1
         assert await count_sagas(session, customer) == 1
         assert [c.message_type for c in await commands_of(session, placed.saga_id)] == [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -56,9 +56,9 @@ class ObservedConsumer(Consumer):
         )
         self.finished = 0
 
-    async def process(self, message: AbstractIncomingMessage) -> None:
-        await super().process(message)
-        self.finished += 1
+    async def process_batch(self, messages: Sequence[AbstractIncomingMessage]) -> None:
+        await super().process_batch(messages)
+        self.finished += len(messages)
 
     async def wait_finished(self, count: int) -> None:
         async def finished() -> int:

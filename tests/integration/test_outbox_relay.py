@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator.tables import outbox
 from outbox.amqp import connect
+from outbox.deferred import flush_deferred
 from outbox.envelope import Envelope, OutgoingMessage
 from outbox.errors import BrokerUnavailable
 from outbox.publisher import AioPikaPublisher, Publisher, PublishResult, RawMessage
@@ -333,7 +334,8 @@ async def test_a_lower_id_committed_later_is_still_published(
 
     async with sessions() as t1:
         await t1.begin()
-        await writer.add(t1, early)  # takes the lower id, commits last
+        await writer.add(t1, early)
+        await flush_deferred(t1)  # takes the lower id now, commits last
         await write(sessions, late)
         await drain_until_published(the_relay, db, [late])
         await t1.commit()
