@@ -177,7 +177,9 @@ class Consumer:
             try:
                 async with self._sessions() as session, session.begin():
                     fresh = await self._inbox.record_many(session, envelopes)
-                    todo = [e for e in envelopes if e.message_id in fresh]
+                    todo = list(
+                        {e.message_id: e for e in envelopes if e.message_id in fresh}.values()
+                    )
                     if todo and self._prepare is not None:
                         await self._prepare(session, todo)
                     # A message delivered twice into one batch is applied once.

@@ -19,10 +19,11 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, event, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 _KEY = "sagaway.deferred"
 _CACHE = "sagaway.transaction_cache"
+_SAVEPOINTS = "sagaway.savepoints"
 
 
 @dataclass
@@ -117,17 +118,58 @@ def transaction_cache(session: AsyncSession) -> dict[Any, Any]:
     return cache
 
 
-def _drop(session: Session, *_: Any) -> None:
-    session.info.pop(_KEY, None)
-    session.info.pop(_CACHE, None)
+def _snapshot(session: Session) -> tuple[_Pending | None, dict[Any, Any] | None]:
+    pending = session.info.get(_KEY)
+    cache = session.info.get(_CACHE)
+    kept = None
+    if isinstance(pending, _Pending):
+        kept = _Pending(
+            inserts={t: list(rows) for t, rows in pending.inserts.items()},
+            updates={t: dict(rows) for t, rows in pending.updates.items()},
+            order=list(pending.order),
+        )
+    cache_copy = None
+    if isinstance(cache, dict):
+        cache_copy = {k: dict(v) if isinstance(v, dict) else v for k, v in cache.items()}
+    return kept, cache_copy
 
 
-def _end(session: Session) -> None:
-    session.info.pop(_CACHE, None)
+def _on_begin(session: Session, transaction: SessionTransaction) -> None:
+    # A savepoint that is rolled back must take back only what was deferred inside it.
+    if transaction.nested:
+        session.info.setdefault(_SAVEPOINTS, {})[id(transaction)] = _snapshot(session)
+
+
+def _on_rollback(session: Session, previous: SessionTransaction) -> None:
+    if previous.nested:
+        kept = session.info.get(_SAVEPOINTS, {}).pop(id(previous), None)
+        if kept is not None:
+            pending, cache = kept
+            for key, value in ((_KEY, pending), (_CACHE, cache)):
+                if value is None:
+                    session.info.pop(key, None)
+                else:
+                    session.info[key] = value
+        return
+    _forget(session)
+
+
+def _on_end(session: Session, transaction: SessionTransaction) -> None:
+    # A released savepoint's snapshot is simply forgotten with the transaction's (its
+    # end comes before the rollback hook, so it cannot be dropped here).
+    if transaction.parent is None and not transaction.nested:
+        # Committed (already flushed), rolled back or closed: nothing may outlive it.
+        _forget(session)
+
+
+def _forget(session: Session) -> None:
+    for key in (_KEY, _CACHE, _SAVEPOINTS):
+        session.info.pop(key, None)
 
 
 # The hooks run inside SQLAlchemy's greenlet, where the synchronous session may still
 # execute statements over the async driver.
 event.listen(Session, "before_commit", _flush)
-event.listen(Session, "after_rollback", _drop)
-event.listen(Session, "after_commit", _end)
+event.listen(Session, "after_transaction_create", _on_begin)
+event.listen(Session, "after_soft_rollback", _on_rollback)
+event.listen(Session, "after_transaction_end", _on_end)

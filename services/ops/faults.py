@@ -67,7 +67,9 @@ class FaultFlags:
         changed = self._changes.take()
         if self._modes is None or changed is None or changed:
             # Read after taking the notifications: a switch committed after this read
-            # notifies again, so the next call reloads.
+            # notifies again, so the next call reloads. Forgotten first, so a read
+            # that fails is tried again rather than the old switches trusted.
+            self._modes = None
             rows = await session.execute(select(faults.c.participant, faults.c.mode))
             self._modes = {r.participant: FaultMode(r.mode) for r in rows}
         return self._modes.get(participant, FaultMode.OK)

@@ -416,11 +416,6 @@ async def test_outbox_rows_of_a_rolled_back_transaction_are_never_written(
     assert await written(lane.sessions, lane.exchange) == ["Deferred3"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outbox/deferred.py:132 drops every deferred row on after_rollback, which "
-    "SQLAlchemy also fires when a SAVEPOINT is rolled back",
-)
 async def test_a_savepoint_rolled_back_drops_only_the_rows_added_inside_it(
     lane: Lane,
 ) -> None:

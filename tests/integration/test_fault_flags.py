@@ -206,11 +206,6 @@ async def test_a_switch_made_while_the_listen_connection_was_cut_is_not_missed(
     await becomes(worker, participant, FaultMode.OK)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/ops/faults.py:67-72 takes the notifications before reading the "
-    "table; when that read fails they are lost and the old switches are served on",
-)
 async def test_a_reload_that_fails_is_tried_again_on_the_next_call(
     worker: Worker,
     participant: str,
