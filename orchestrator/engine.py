@@ -38,6 +38,7 @@ from orchestrator.state_machine import (
     WokeUp,
 )
 from outbox.consumer import Unprocessable
+from outbox.deferred import flush_deferred
 from outbox.envelope import Envelope, OutgoingMessage
 from outbox.tracing import extract
 from outbox.writer import OutboxWriter
@@ -147,7 +148,9 @@ class SagaEngine:
             created_at=now,
             updated_at=now,
         )
-        state, messages, history = await self._advance(session, record, transition, now)
+        state, messages, history = await self._advance(
+            session, record, transition, now, starting=True
+        )
         # One insert with the state after the first moves (the row must precede its
         # history for the foreign key; local actions do not read the saga row).
         await self._repo.add(
@@ -273,6 +276,8 @@ class SagaEngine:
         record: SagaRecord,
         transition: Transition,
         now: datetime,
+        *,
+        starting: bool = False,
     ) -> tuple[SagaState, list[OutgoingMessage], list[HistoryEntry]]:
         """Run local actions until the saga waits for a reply or ends; collect the
         commands to send and the history to record."""
@@ -303,6 +308,11 @@ class SagaEngine:
                     local = effect
             if local is None:
                 return transition.state, messages, history
+            if starting:
+                # The caller's rows may still be deferred to the commit (an order placed
+                # in this transaction): a local step must see them.
+                await flush_deferred(session)
+                starting = False
             result = await self._locals[local.local.handler](
                 session, self._context(record, transition.state)
             )

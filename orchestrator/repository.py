@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, literal, select, tuple_
+from sqlalchemy import literal, select, tuple_
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,20 +73,39 @@ class SagaRepository:
         state: SagaState,
         now: datetime,
     ) -> None:
-        """Insert a new saga, remembering the current trace context as its trace."""
-        await session.execute(
-            insert(sagas).values(
-                id=saga_id,
-                saga_type=saga_type,
-                order_id=order_id,
-                correlation_id=correlation_id,
-                data=data,
-                created_at=now,
-                updated_at=now,
-                traceparent=inject(),
-                **_state_columns(state),
-            )
+        """Insert a new saga (sent at commit with the rest), remembering the current
+        trace context as its trace."""
+        record = SagaRecord(
+            id=saga_id,
+            saga_type=saga_type,
+            order_id=order_id,
+            correlation_id=correlation_id,
+            data=data,
+            state=state,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            traceparent=inject(),
         )
+        defer_insert(
+            session,
+            sagas,
+            [
+                {
+                    "id": saga_id,
+                    "saga_type": saga_type,
+                    "order_id": order_id,
+                    "correlation_id": correlation_id,
+                    "data": data,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": record.version,
+                    "traceparent": record.traceparent,
+                    **_state_columns(state),
+                }
+            ],
+        )
+        _known(session)[saga_id] = record
 
     async def get(
         self, session: AsyncSession, saga_id: uuid.UUID, *, for_update: bool = False

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from outbox import metrics
 from outbox.envelope import Envelope
+from outbox.handoff import Handoff
 from outbox.inbox import Inbox
 from outbox.tracing import TRACEPARENT, extract
 from outbox.transient import is_transient
@@ -62,6 +63,7 @@ class Consumer:
         delivery_limit: int = 5,
         batch_size: int | None = None,
         prepare: Prepare | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self._queue = queue
         self._delivery_limit = delivery_limit
@@ -71,6 +73,7 @@ class Consumer:
         self._inbox = inbox
         self._handler = handler
         self._prepare = prepare
+        self._handoff = handoff
         self._sessions = sessions
         self._prefetch = prefetch
         self._batch_size = max(1, batch_size or prefetch)
@@ -176,6 +179,7 @@ class Consumer:
         while True:
             try:
                 async with self._sessions() as session, session.begin():
+                    handing = self._handoff.start(session) if self._handoff else None
                     fresh = await self._inbox.record_many(session, envelopes)
                     todo = list(
                         {e.message_id: e for e in envelopes if e.message_id in fresh}.values()
@@ -188,6 +192,9 @@ class Consumer:
                         if envelope.message_id in pending:
                             pending.discard(envelope.message_id)
                             await self._handle_in_span(session, message, envelope)
+                if self._handoff is not None and handing is not None:
+                    # Committed: the next hop starts now, not when a relay wakes.
+                    await self._handoff.publish(handing)
                 return fresh
             except Exception as exc:
                 if is_transient(exc) and not self._stop.is_set():
@@ -266,6 +273,7 @@ class Consumer:
         while True:
             try:
                 async with self._sessions() as session, session.begin():
+                    handing = self._handoff.start(session) if self._handoff else None
                     fresh = await self._inbox.record(session, envelope)
                     if fresh:
                         if self._prepare is not None:
@@ -301,6 +309,8 @@ class Consumer:
                 return "failed"
         if not fresh:
             log.info("duplicate message dropped")
+        if self._handoff is not None and handing is not None:
+            await self._handoff.publish(handing)
         await message.ack()
         return "applied" if fresh else "duplicate"
 

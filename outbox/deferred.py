@@ -2,8 +2,8 @@
 
 A consumer applies a whole batch of messages in one transaction; each message adds an
 outbox row, history lines, a new saga state. Sent one by one, each is a round trip that
-wakes PostgreSQL; gathered here, they leave as one multi-row ``INSERT`` (or one
-pipelined ``UPDATE``) per table just before ``COMMIT``.
+wakes PostgreSQL; gathered here, they leave together just before ``COMMIT``, as one
+statement whatever the tables and the number of rows.
 
 Nothing is lost by waiting: the rows are written by the ``before_commit`` hook of the
 session itself, so every commit sends them, whoever commits; a rollback drops them with
@@ -17,9 +17,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, event, insert, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    cast,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.sql.selectable import TableValuedAlias
+
+from outbox import handoff
 
 _KEY = "sagaway.deferred"
 _CACHE = "sagaway.transaction_cache"
@@ -40,7 +56,8 @@ class _Pending:
 def defer_insert(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` into ``table`` when the session's transaction commits.
 
-    Rows of one table are inserted in the order they were deferred, in one statement.
+    Rows of one table are inserted in the order they were deferred, and must all set
+    the same columns.
     """
     if not rows:
         return
@@ -56,8 +73,7 @@ def defer_update(session: AsyncSession, table: Table, key: Any, values: Mapping[
     """Set ``values`` on the row of ``table`` whose single-column primary key is ``key``,
     when the session's transaction commits; a later call for the same row replaces it.
 
-    Every deferred update of one table must set the same columns (they go out as one
-    pipelined statement).
+    Every deferred update of one table must set the same columns.
     """
     pending = _pending(session)
     bucket = pending.updates.get(table)
@@ -83,25 +99,88 @@ def _pending(session: AsyncSession) -> _Pending:
 
 def _flush(session: Session) -> None:
     pending = session.info.pop(_KEY, None)
-    if not isinstance(pending, _Pending):
+    if not isinstance(pending, _Pending) or not pending.order:
         return
+    shape: list[tuple[str, Table, tuple[str, ...]]] = []
+    params: dict[str, Any] = {}
+    for n, (kind, table) in enumerate(pending.order):
+        if kind == "insert":
+            rows = pending.inserts[table]
+            columns = _columns(table, rows)
+            for c in columns:
+                params[f"p{n}_{c}"] = [r[c] for r in rows]
+        else:
+            updates = pending.updates[table]
+            rows = list(updates.values())
+            columns = _columns(table, rows)
+            params[f"p{n}__pk"] = list(updates)
+            for c in columns:
+                params[f"p{n}_{c}"] = [r[c] for r in rows]
+        shape.append((kind, table, columns))
+    # Every table's rows in one statement: one round trip at commit, whatever the
+    # transaction wrote. Its text depends only on which tables and columns, so it is
+    # built, compiled and prepared once per shape.
+    key = tuple(shape)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        statement = _STATEMENTS[key] = _combined(shape)
+    session.execute(statement, params)
     for kind, table in pending.order:
         if kind == "insert":
-            session.execute(insert(table), pending.inserts[table])
-            continue
-        rows = pending.updates[table]
-        (pk,) = table.primary_key.columns
-        columns = next(iter(rows.values())).keys()
-        statement = (
-            update(table)
-            .where(pk == bindparam("_pk"))
-            .values({c: bindparam(f"_v_{c}") for c in columns})
-        )
-        # One executemany: asyncpg pipelines it as one round trip.
-        session.execute(
-            statement,
-            [{"_pk": k, **{f"_v_{c}": v[c] for c in columns}} for k, v in rows.items()],
-        )
+            handoff.take_written(session.info, table, pending.inserts[table])
+
+
+_STATEMENTS: dict[tuple[tuple[str, Table, tuple[str, ...]], ...], Select[Any]] = {}
+
+
+def _columns(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    columns = tuple(rows[0])
+    if any(tuple(r) != columns for r in rows):
+        raise ValueError(f"deferred rows for {table.fullname} do not all set the same columns")
+    return columns
+
+
+def _combined(shape: Sequence[tuple[str, Table, tuple[str, ...]]]) -> Select[Any]:
+    """``WITH w0 AS (INSERT ... SELECT FROM unnest(...)), w1 AS (UPDATE ... FROM
+    unnest(...)) SELECT 1``: PostgreSQL runs every data-modifying CTE, and checks
+    foreign keys at the end of the statement, so their order does not matter."""
+    ctes = []
+    for n, (kind, table, columns) in enumerate(shape):
+        if kind == "insert":
+            source = _unnest(table, columns, n, ordinality=True)
+            # In the order deferred: an outbox's ids order a saga's messages.
+            rows = select(*[source.c[c] for c in columns]).order_by(source.c.ord)
+            ctes.append(insert(table).from_select(list(columns), rows).cte(f"w{n}"))
+        else:
+            (pk,) = table.primary_key.columns
+            source = _unnest(table, ("_pk", *columns), n, ordinality=False, pk=pk)
+            ctes.append(
+                update(table)
+                .values({c: source.c[c] for c in columns})
+                .where(pk == source.c["_pk"])
+                .cte(f"w{n}")
+            )
+    return select(literal(1)).add_cte(*ctes)
+
+
+def _unnest(
+    table: Table,
+    columns: Sequence[str],
+    n: int,
+    *,
+    ordinality: bool,
+    pk: ColumnElement[Any] | None = None,
+) -> TableValuedAlias:
+    arrays = []
+    for c in columns:
+        kind = pk.type if c == "_pk" and pk is not None else table.c[c].type
+        # One dimension: a JSON value that is itself a list stays one element.
+        array = ARRAY(kind, dimensions=1)
+        arrays.append(cast(bindparam(f"p{n}_{c}", type_=array), array))
+    valued = func.unnest(*arrays).table_valued(
+        *columns, with_ordinality="ord" if ordinality else None
+    )
+    return valued.render_derived(name=f"v{n}")
 
 
 def transaction_cache(session: AsyncSession) -> dict[Any, Any]:
@@ -165,6 +244,7 @@ def _on_end(session: Session, transaction: SessionTransaction) -> None:
 def _forget(session: Session) -> None:
     for key in (_KEY, _CACHE, _SAVEPOINTS):
         session.info.pop(key, None)
+    handoff.forget(session.info)
 
 
 # The hooks run inside SQLAlchemy's greenlet, where the synchronous session may still

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outbox.deferred import defer_insert
 from outbox.envelope import OutgoingMessage
+from outbox.handoff import claim_columns
 from outbox.tracing import inject
 
 
@@ -36,6 +37,9 @@ class OutboxWriter:
         if not messages:
             return
         traceparent = inject()
+        # Rows of a consumer's transaction come claimed by its process, which publishes
+        # them itself after the commit (see ``outbox.handoff``).
+        claim = claim_columns(session)
         defer_insert(
             session,
             self._table,
@@ -49,6 +53,7 @@ class OutboxWriter:
                     "routing_key": m.routing_key,
                     "body": m.envelope.to_bytes(),
                     "traceparent": traceparent,
+                    **claim,
                 }
                 for m in messages
             ],

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     relay_lease_s: float = Field(default=30.0, gt=0)
     relay_max_attempts: int = Field(default=10, ge=1)
     publish_timeout_s: float = Field(default=10.0, gt=0)
+    # Consumers publish the outbox rows they commit themselves (outbox.handoff); the
+    # relay takes over a row whose process did not confirm it within the lease.
+    handoff: bool = True
+    handoff_lease_s: float = Field(default=15.0, gt=0)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     outbox_retention_s: float = Field(default=3600.0, ge=0)
     inbox_retention_s: float = Field(default=7 * 86400.0, ge=60)

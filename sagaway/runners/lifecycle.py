@@ -15,7 +15,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from outbox.amqp import connect, declare
 from outbox.errors import BrokerUnavailable
+from outbox.handoff import Handoff
 from outbox.health import Health
+from outbox.publisher import AioPikaPublisher
 from sagaway.database import create_engine, session_factory
 from sagaway.metrics_server import Readiness
 from sagaway.probes import PROBE_TIMEOUT_S, database_problem
@@ -108,3 +110,18 @@ def readiness(res: Resources, health: Health | None = None) -> Readiness:
         return problems
 
     return check
+
+
+def handoff(settings: Settings, res: Resources) -> Handoff | None:
+    """What lets a consumer publish the rows it commits itself (None when switched off)."""
+    if not settings.handoff:
+        return None
+    return Handoff(
+        engine=res.db,
+        publisher=AioPikaPublisher(
+            res.broker,
+            timeout_s=settings.publish_timeout_s,
+            max_message_bytes=settings.max_message_bytes,
+        ),
+        lease_s=settings.handoff_lease_s,
+    )

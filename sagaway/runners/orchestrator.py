@@ -14,7 +14,7 @@ from orchestrator.engine import SagaEngine
 from outbox.consumer import Consumer
 from outbox.inbox import Inbox
 from sagaway.metrics_server import serve_metrics
-from sagaway.runners.lifecycle import readiness, resources, stop_on_signals
+from sagaway.runners.lifecycle import handoff, readiness, resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, Names
 from sagaway.wiring import build_engine
@@ -39,6 +39,7 @@ async def run_orchestrator(settings: Settings) -> None:
             sessions=res.sessions,
             prefetch=settings.consumer_prefetch,
             delivery_limit=settings.delivery_limit,
+            handoff=handoff(settings, res),
         )
         channel = await res.broker.channel()
         await asyncio.gather(

@@ -12,7 +12,7 @@ from outbox.inbox import Inbox
 from outbox.wakeup import Wakeup
 from sagaway.database import raw_connect
 from sagaway.metrics_server import serve_metrics
-from sagaway.runners.lifecycle import readiness, resources, stop_on_signals
+from sagaway.runners.lifecycle import handoff, readiness, resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, Names
 from sagaway.wiring import build_participant
@@ -36,6 +36,7 @@ async def run_worker(settings: Settings, participant: str) -> None:
             sessions=res.sessions,
             prefetch=settings.consumer_prefetch,
             delivery_limit=settings.delivery_limit,
+            handoff=handoff(settings, res),
         )
         channel = await res.broker.channel()
         await asyncio.gather(switches.run(stop), consumer.run(channel, stop))

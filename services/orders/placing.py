@@ -6,12 +6,13 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.definitions import ORDER_FULFILLMENT
 from orchestrator.engine import SagaEngine
+from outbox.deferred import defer_insert
 from services.orders.schemas import OrderRequest
 from services.orders.tables import idempotency_keys, orders
 
@@ -77,16 +78,22 @@ async def place_order(
 
     items = [i.model_dump() for i in request.items]
     total = request.total_cents
-    await session.execute(
-        insert(orders).values(
-            id=order_id,
-            saga_id=saga_id,
-            customer_id=request.customer_id,
-            items=items,
-            total_cents=total,
-            currency=request.currency,
-            status="PENDING",
-        )
+    # Sent at commit in one statement with the saga, its history and its first
+    # command (see ``outbox.deferred``).
+    defer_insert(
+        session,
+        orders,
+        [
+            {
+                "id": order_id,
+                "saga_id": saga_id,
+                "customer_id": request.customer_id,
+                "items": items,
+                "total_cents": total,
+                "currency": request.currency,
+                "status": "PENDING",
+            }
+        ],
     )
     await engine.start(
         session,
