@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
@@ -27,6 +26,7 @@ from services.orders import (
     routes_sagas,
 )
 from services.orders.body_limit import BodyLimitMiddleware
+from services.orders.request_log import RequestLogMiddleware
 from services.orders.tracing_middleware import TracingMiddleware
 
 log = structlog.get_logger(__name__)
@@ -70,8 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
     # The API's own metrics (and any the process registers) on its HTTP port.
     app.mount("/metrics", make_asgi_app(), name="metrics")
     app.add_exception_handler(Exception, _unhandled)
-    app.middleware("http")(_request_context)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestLogMiddleware)
     app.add_middleware(TracingMiddleware)  # last added, outermost: its span covers the rest
     return app
 
@@ -85,20 +85,3 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
         return JSONResponse(status_code=503, content={"detail": "database unavailable"})
     log.error("unhandled error", error=type(exc).__name__, path=request.url.path, exc_info=exc)
     return JSONResponse(status_code=500, content={"detail": "internal error"})
-
-
-async def _request_context(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(method=request.method, path=request.url.path)
-    started = time.perf_counter()
-    response = await call_next(request)
-    if request.url.path not in ("/healthz", "/readyz"):
-        log.info(
-            "request",
-            status=response.status_code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-    structlog.contextvars.clear_contextvars()
-    return response
