@@ -258,6 +258,15 @@ def bench(
             show_default=False,
         ),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The database under test: the CPU of its PostgreSQL backends is shown apart "
+            "from the whole server's. Default: SAGAWAY_DATABASE_URL, as the components use.",
+            envvar="SAGAWAY_DATABASE_URL",
+            show_default=False,
+        ),
+    ] = None,
     pid: Annotated[
         list[str] | None,
         typer.Option(
@@ -303,6 +312,7 @@ def bench(
                 ),
                 metrics=sources,
                 pids=pids,
+                database_url=database_url or Settings().database_url,
             )
         )
     )

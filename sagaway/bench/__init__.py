@@ -12,7 +12,17 @@ Imported only by ``sagaway bench``. The pieces a caller composes:
 ``sagaway bench relay`` lives in :mod:`sagaway.bench.relay`.
 """
 
-from sagaway.bench.cost import CostRow, Snapshot, Usage, cost_rows, format_cost, usage_of
+from sagaway.bench.backends import DatabaseBackends
+from sagaway.bench.cost import (
+    BackendCost,
+    CostRow,
+    Snapshot,
+    Usage,
+    backend_cost,
+    cost_rows,
+    format_cost,
+    usage_of,
+)
 from sagaway.bench.meter import CostMeter
 from sagaway.bench.proc import CpuSampler, ProcStat, parse_stat
 from sagaway.bench.report import exit_code, format_report
@@ -41,6 +51,7 @@ from sagaway.bench.workload import (
 __all__ = [
     "BENCH_SKUS",
     "REJECT_SKU",
+    "BackendCost",
     "BenchOptions",
     "BenchResult",
     "BenchSetupError",
@@ -48,6 +59,7 @@ __all__ = [
     "CostMeter",
     "CostRow",
     "CpuSampler",
+    "DatabaseBackends",
     "LatencyStats",
     "MetricSamples",
     "MetricsSource",
@@ -58,6 +70,7 @@ __all__ = [
     "Usage",
     "Workload",
     "WorkloadOptions",
+    "backend_cost",
     "cost_rows",
     "default_sources",
     "exit_code",

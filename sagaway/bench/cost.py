@@ -79,10 +79,37 @@ class Snapshot:
         components: Usage by component name (instances of one name added up); None when
             one of its ``/metrics`` could not be read.
         processes: CPU seconds by process group read from ``/proc``; None when not seen.
+        backends: CPU seconds of each PostgreSQL backend serving the database under
+            test, by pid; None when not known.
     """
 
     components: Mapping[str, Usage | None]
     processes: Mapping[str, float | None]
+    backends: Mapping[int, float] | None = None
+
+
+@dataclass(frozen=True)
+class BackendCost:
+    """What the PostgreSQL backends of the database under test used over a run.
+
+    Attributes:
+        database: The database's name.
+        cpu_s: Their CPU seconds over the run.
+        processes: How many of them there were at the end.
+    """
+
+    database: str
+    cpu_s: float
+    processes: int
+
+
+def backend_cost(before: Snapshot, after: Snapshot, database: str) -> BackendCost | None:
+    """The backends' CPU between two snapshots: each backend's increase (all of it for a
+    backend that started during the run); a backend gone by the end is not counted."""
+    if before.backends is None or after.backends is None:
+        return None
+    cpu_s = sum(s - before.backends.get(pid, 0.0) for pid, s in after.backends.items())
+    return BackendCost(database=database, cpu_s=cpu_s, processes=len(after.backends))
 
 
 @dataclass(frozen=True)
@@ -110,7 +137,12 @@ def cost_rows(before: Snapshot, after: Snapshot) -> list[CostRow]:
 
 
 def format_cost(
-    rows: Sequence[CostRow], *, sagas: int, client_cpu_s: float | None = None, cores: int = 0
+    rows: Sequence[CostRow],
+    *,
+    sagas: int,
+    client_cpu_s: float | None = None,
+    cores: int = 0,
+    backends: BackendCost | None = None,
 ) -> str:
     """The cost block: a line per process and a total, every figure per saga.
 
@@ -119,6 +151,7 @@ def format_cost(
         sagas: The sagas the run finished (the divisor).
         client_cpu_s: The bench client's own CPU over the run, shown apart.
         cores: CPU cores of the machine, for the CPU-bound ceiling line (0: no line).
+        backends: The share of the database under test in PostgreSQL's CPU, if known.
 
     Returns:
         The block, without a trailing newline.
@@ -142,6 +175,12 @@ def format_cost(
     lines.append(_line("total", total, sagas))
     if unknown:
         lines.append(f"n/a (not in the total): {', '.join(unknown)}")
+    if backends is not None:
+        lines.append(
+            f"of postgres: {backends.cpu_s * 1000 / sagas:.2f} ms in the {backends.processes} "
+            f"backends of database {backends.database} (the rest: the server's own "
+            "processes, autovacuum, other databases)"
+        )
     lines.append(
         f"AMQP per saga: {_fmt(total.publishes, sagas, 2)} publishes, "
         f"{_fmt(total.deliveries, sagas, 2)} deliveries"

@@ -9,6 +9,7 @@ from types import TracebackType
 
 import httpx
 
+from sagaway.bench.backends import DatabaseBackends
 from sagaway.bench.cost import Snapshot, Usage, usage_of
 from sagaway.bench.proc import CpuSampler
 from sagaway.bench.scrape import MetricsSource, scrape
@@ -23,11 +24,18 @@ class CostMeter:
     Args:
         sources: The components' ``/metrics`` (several of one name add up).
         cpu: The processes read from ``/proc``; None reads none.
+        backends: The database whose backends' CPU is read (with ``cpu``'s ``/proc``).
     """
 
-    def __init__(self, sources: Sequence[MetricsSource], cpu: CpuSampler | None) -> None:
+    def __init__(
+        self,
+        sources: Sequence[MetricsSource],
+        cpu: CpuSampler | None,
+        backends: DatabaseBackends | None = None,
+    ) -> None:
         self._sources = tuple(sources)
         self._cpu = cpu
+        self._backends = backends
         self._client = httpx.AsyncClient(timeout=10.0)
 
     async def __aenter__(self) -> CostMeter:
@@ -53,7 +61,9 @@ class CostMeter:
                 known = components[source.name]
                 components[source.name] = None if known is None or usage is None else known + usage
         processes = self._cpu.sample() if self._cpu is not None else {}
-        return Snapshot(components=components, processes=processes)
+        pids = await self._backends.pids() if self._backends is not None else None
+        backends = self._cpu.per_pid(pids) if self._cpu is not None and pids else None
+        return Snapshot(components=components, processes=processes, backends=backends)
 
     async def settled_snapshot(self) -> Snapshot:
         """A snapshot taken once no message is moving any more.

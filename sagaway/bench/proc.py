@@ -109,6 +109,17 @@ class CpuSampler:
                 ticks[group] = None
         return {g: None if t is None else t * self._tick_s for g, t in ticks.items()}
 
+    def per_pid(self, pids: Collection[int]) -> dict[int, float]:
+        """CPU seconds of each of ``pids`` still running (its own, not its children's)."""
+        seconds: dict[int, float] = {}
+        for pid in pids:
+            try:
+                stat = parse_stat((self._proc / str(pid) / "stat").read_text())
+            except (OSError, ValueError):
+                continue
+            seconds[pid] = (stat.utime + stat.stime) * self._tick_s
+        return seconds
+
     def _stats(self) -> Iterator[ProcStat]:
         try:
             entries = list(self._proc.iterdir())

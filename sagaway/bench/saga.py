@@ -10,12 +10,14 @@ publishes and deliveries from its ``/metrics``; PostgreSQL's and RabbitMQ's CPU 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sagaway.bench.cost import CostRow, cost_rows, format_cost
+from sagaway.bench.backends import DatabaseBackends
+from sagaway.bench.cost import BackendCost, CostRow, backend_cost, cost_rows, format_cost
 from sagaway.bench.meter import CostMeter
 from sagaway.bench.proc import DEFAULT_GROUPS, CpuSampler
 from sagaway.bench.report import exit_code, format_report
@@ -33,6 +35,8 @@ class BenchOptions:
         metrics: The ``/metrics`` to read; empty means :func:`default_sources` of ``url``.
         pids: Further processes whose CPU is read from ``/proc``, by name.
         proc_groups: Whether PostgreSQL's and RabbitMQ's processes are read from ``/proc``.
+        database_url: The database under test, whose backends' CPU is shown apart from the
+            whole server's; None shows only the server's.
     """
 
     url: str
@@ -40,6 +44,7 @@ class BenchOptions:
     metrics: Sequence[MetricsSource] = ()
     pids: Mapping[str, Sequence[int]] = field(default_factory=dict)
     proc_groups: bool = True
+    database_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,13 @@ class BenchResult:
         tally: What the workload recorded.
         costs: What each process used over the run.
         client_cpu_s: The bench client's own CPU over the run.
+        backends: What the backends of the database under test used, if known.
     """
 
     tally: BenchTally
     costs: list[CostRow]
     client_cpu_s: float
+    backends: BackendCost | None = None
 
     def cost_block(self) -> str:
         """The cost block of the report, per finished saga."""
@@ -63,6 +70,7 @@ class BenchResult:
             sagas=self.tally.finished,
             client_cpu_s=self.client_cpu_s,
             cores=os.cpu_count() or 0,
+            backends=self.backends,
         )
 
 
@@ -102,16 +110,24 @@ async def measure(options: BenchOptions) -> BenchResult:
     """
     sources = options.metrics or default_sources(options.url)
     cpu = CpuSampler(comm_groups=DEFAULT_GROUPS if options.proc_groups else {}, pids=options.pids)
+    database = DatabaseBackends(options.database_url) if options.database_url else None
     async with (
         Workload(options.url, options.workload, progress_to=sys.stderr) as workload,
-        CostMeter(sources, cpu) as meter,
+        contextlib.AsyncExitStack() as stack,
     ):
+        backends = await stack.enter_async_context(database) if database is not None else None
+        meter = await stack.enter_async_context(CostMeter(sources, cpu, backends))
         before = await meter.snapshot()
         client_before = _own_cpu_s()
         tally = await workload.run()
         client_cpu_s = _own_cpu_s() - client_before
         after = await meter.settled_snapshot()
-    return BenchResult(tally=tally, costs=cost_rows(before, after), client_cpu_s=client_cpu_s)
+    return BenchResult(
+        tally=tally,
+        costs=cost_rows(before, after),
+        client_cpu_s=client_cpu_s,
+        backends=backend_cost(before, after, database.database) if database else None,
+    )
 
 
 def _own_cpu_s() -> float:
