@@ -69,7 +69,7 @@ class Wakeup:
                 # wake the relay once so it looks everywhere.
                 self._everything = True
                 self._event.set()
-                await _first(stop.wait(), self._lost.wait())
+                await first_completed(stop.wait(), self._lost.wait())
             except Exception as exc:
                 log.warning(
                     "notifications unavailable, polling instead",
@@ -77,7 +77,7 @@ class Wakeup:
                     error=type(exc).__name__,
                     retry_in_s=backoff,
                 )
-                await _first(stop.wait(), asyncio.sleep(backoff))
+                await first_completed(stop.wait(), asyncio.sleep(backoff))
                 backoff = min(backoff * 2, 5.0)
             finally:
                 self.listening = False
@@ -92,7 +92,8 @@ class Wakeup:
         self._event.set()
 
 
-async def _first(*aws: Awaitable[Any]) -> None:
+async def first_completed(*aws: Awaitable[Any]) -> None:
+    """Wait until one of ``aws`` is done; cancel the others."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

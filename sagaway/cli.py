@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ import typer
 from sagaway.logging import configure_logging
 from sagaway.operator_cli import dead_letters_cmd, outbox_app, sagas_app
 from sagaway.settings import Settings, redact_url
+from sagaway.supervisor import DEFAULT_METRICS_PORT_BASE
 
 app = typer.Typer(
     name="sagaway",
@@ -27,6 +29,13 @@ log = structlog.get_logger("sagaway.cli")
 app.add_typer(sagas_app, name="sagas")
 app.add_typer(outbox_app, name="outbox")
 app.command("dead-letters")(dead_letters_cmd)
+
+
+class RejectKindChoice(StrEnum):
+    """How ``sagaway bench`` rejects every K-th order."""
+
+    stock = "stock"
+    credit = "credit"
 
 
 class Participant(StrEnum):
@@ -55,7 +64,7 @@ def up(
             min=0,
             max=65530,
         ),
-    ] = 9400,
+    ] = DEFAULT_METRICS_PORT_BASE,
 ) -> None:
     """Migrate, then run every component (API, relay, orchestrator, the three workers)
     as supervised processes. Ctrl-C or SIGTERM stops them all cleanly."""
@@ -209,44 +218,114 @@ def bench(
     reject_every: Annotated[
         int,
         typer.Option(
-            help="Every K-th order asks for a SKU with no stock, so its saga ends COMPENSATED "
-            "with out_of_stock (shows what the rejection path costs); 0 means never.",
+            help="Every K-th order is rejected (see --reject-kind), so its saga ends "
+            "COMPENSATED (shows what the rejection path costs); 0 means never.",
             min=0,
         ),
     ] = 0,
+    reject_kind: Annotated[
+        RejectKindChoice,
+        typer.Option(
+            help="stock: the K-th order asks for a SKU with no stock (out_of_stock, rejected "
+            "by the first step); credit: it is placed for a customer with no credit "
+            "(insufficient_funds after the reservation, which is then released).",
+        ),
+    ] = RejectKindChoice.stock,
+    poll: Annotated[
+        bool,
+        typer.Option(
+            "--poll",
+            help="Poll GET /sagas/{id} every --poll-interval-s instead of waiting with "
+            "?wait_s=N (for servers without wait_s).",
+        ),
+    ] = False,
     poll_interval_s: Annotated[
         float,
         typer.Option(
-            help="Pause between two GET /sagas/{id} polls of one saga; latencies are "
+            help="With --poll: pause between two GET /sagas/{id} of one saga; latencies are "
             "measured at the first poll that sees the terminal state.",
             min=0.001,
         ),
     ] = 0.02,
+    metrics_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metrics-url",
+            help="A process's Prometheus /metrics, as NAME=URL (or a bare URL); repeat it. "
+            "Processes of one NAME add up. Default: the API's /metrics and "
+            "http://<api host>:9401..9405/metrics (relay, orchestrator, inventory, "
+            "payment, notification), as `sagaway up` serves them.",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The database under test: the CPU of its PostgreSQL backends is shown apart "
+            "from the whole server's. Default: SAGAWAY_DATABASE_URL, as the components use.",
+            envvar="SAGAWAY_DATABASE_URL",
+            show_default=False,
+        ),
+    ] = None,
+    pid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pid",
+            help="Also read a process's CPU from /proc, as NAME=PID; repeat it (processes "
+            "of one NAME add up). PostgreSQL's and RabbitMQ's are always read.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Benchmark a running system over HTTP: place SAGAS orders with CONCURRENCY
-    workers, poll each saga to its terminal state, then print throughput (sagas/s),
-    p50/p95/p99 latency from POST to terminal state, and the outcome mix.
+    workers, wait for each saga's terminal state (GET /sagas/{id}?wait_s=N), then print
+    throughput (sagas/s), p50/p95/p99 latency from POST to terminal state, the outcome
+    mix, and what a saga cost: CPU ms of every component, of PostgreSQL and of
+    RabbitMQ, PostgreSQL statements, transactions and round trips, AMQP publishes and
+    deliveries, all per saga (counters of /metrics and /proc, before and after the run).
 
     Exit code: 0 clean, 1 on any timeout or HTTP error, 2 when setup is impossible.
 
     `sagaway bench relay` measures the outbox relay alone (see its --help)."""
     if ctx.invoked_subcommand is not None:
         return
-    from sagaway.bench import BenchOptions, run_bench
+    from sagaway.bench import BenchOptions, WorkloadOptions, parse_source, run_bench
 
+    try:
+        sources = [parse_source(text) for text in metrics_url or ()]
+        pids = _named_pids(pid or ())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     raise typer.Exit(
         run_bench(
             BenchOptions(
                 url=url,
-                sagas=sagas,
-                concurrency=concurrency,
-                admin_token=admin_token,
-                timeout_s=timeout_s,
-                reject_every=reject_every,
-                poll_interval_s=poll_interval_s,
+                workload=WorkloadOptions(
+                    sagas=sagas,
+                    concurrency=concurrency,
+                    admin_token=admin_token,
+                    timeout_s=timeout_s,
+                    reject_every=reject_every,
+                    reject_kind=reject_kind.value,
+                    long_poll=not poll,
+                    poll_interval_s=poll_interval_s,
+                ),
+                metrics=sources,
+                pids=pids,
+                database_url=database_url or Settings().database_url,
             )
         )
     )
+
+
+def _named_pids(values: Sequence[str]) -> dict[str, list[int]]:
+    named: dict[str, list[int]] = {}
+    for value in values:
+        name, _, pid = value.rpartition("=")
+        if not pid.isdigit():
+            raise ValueError(f"--pid takes NAME=PID, not {value!r}")
+        named.setdefault(name or f"pid {pid}", []).append(int(pid))
+    return named
 
 
 @bench_app.command("relay")
@@ -277,7 +356,7 @@ def bench_relay(
     (the relay's broker work without a database) is printed too. Migrates the
     configured database if needed; uses a schema and queue of its own, removed
     afterwards. Progress goes to stderr, figures to stdout."""
-    from sagaway.bench_relay import RelayBenchOptions, run_relay_bench
+    from sagaway.bench.relay import RelayBenchOptions, run_relay_bench
 
     settings = _settings("bench")
     raise typer.Exit(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import structlog
-from sqlalchemy.engine import make_url
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from sagaway import metrics
 from sagaway.settings import redact_url
 
 log = structlog.get_logger(__name__)
@@ -20,8 +24,11 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     already treats as transient (the transaction is retried or the message held).
     No overflow either: connections beyond the pool would be opened and closed under
     load, which costs more than waiting for a pooled one.
+
+    The engine counts its statements, transactions and round trips in the
+    ``sagaway_db_*`` metrics (see :func:`count_round_trips`).
     """
-    return create_async_engine(
+    engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=0,
@@ -29,6 +36,59 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_recycle=1800,
         connect_args={"timeout": 10},
     )
+    count_round_trips(engine.sync_engine)
+    return engine
+
+
+# Set in a connection's ``info`` once its transaction has sent a statement, that is once
+# the driver has sent BEGIN for it.
+_OPEN = "sagaway_tx_open"
+
+
+def count_round_trips(engine: Engine) -> None:
+    """Count ``engine``'s statements, transactions and round trips in :mod:`sagaway.metrics`.
+
+    The asyncpg driver sends BEGIN just before a transaction's first statement and
+    COMMIT or ROLLBACK only when one was sent, so that is when they are counted: a
+    transaction that never ran a statement costs no round trip and is not counted. A
+    connection in autocommit sends neither. Prepared-statement cache misses (one more
+    round trip the first time a connection sees a statement) are invisible from here.
+    """
+    event.listen(engine, "begin", _on_begin)
+    event.listen(engine, "before_cursor_execute", _on_statement)
+    event.listen(engine, "commit", _on_commit)
+    event.listen(engine, "rollback", _on_rollback)
+
+
+def _on_begin(conn: Connection) -> None:
+    conn.info[_OPEN] = False
+
+
+def _on_statement(conn: Connection, *_: Any) -> None:
+    metrics.DB_STATEMENTS.inc()
+    if conn.info.get(_OPEN) is False and not _autocommit(conn):
+        conn.info[_OPEN] = True
+        metrics.DB_ROUND_TRIPS.inc(2)  # BEGIN, then the statement
+    else:
+        metrics.DB_ROUND_TRIPS.inc()
+
+
+def _on_commit(conn: Connection) -> None:
+    if conn.info.pop(_OPEN, False):
+        metrics.DB_COMMITS.inc()
+        metrics.DB_ROUND_TRIPS.inc()
+
+
+def _on_rollback(conn: Connection) -> None:
+    if conn.info.pop(_OPEN, False):
+        metrics.DB_ROLLBACKS.inc()
+        metrics.DB_ROUND_TRIPS.inc()
+
+
+def _autocommit(conn: Connection) -> bool:
+    # The driver connection knows, however autocommit was asked for (engine or
+    # connection execution options, or a driver setting).
+    return bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

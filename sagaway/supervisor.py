@@ -22,6 +22,8 @@ log = structlog.get_logger(__name__)
 GRACE_S = 15.0
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0
+# Relay, orchestrator and the workers serve /metrics on this port + 1..5 (9401-9405).
+DEFAULT_METRICS_PORT_BASE = 9400
 
 
 @dataclass

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
+from fastapi import FastAPI
 
 from sagaway.settings import Settings
-from services.orders.app import create_app
+from services.orders.app import create_app, release_waiters
 
 
 def run_api(settings: Settings, *, host: str, port: int) -> None:
     """Serve until SIGTERM; uvicorn finishes in-flight requests before exiting."""
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -23,3 +26,17 @@ def run_api(settings: Settings, *, host: str, port: int) -> None:
         # request the client is just sending).
         timeout_keep_alive=30,
     )
+    _Server(config, app).run()
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that answers waiting long polls as soon as it starts stopping,
+    instead of holding them until ``timeout_graceful_shutdown`` cuts them off."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        release_waiters(self._app)
+        await super().shutdown(sockets)

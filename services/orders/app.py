@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -12,7 +14,7 @@ from prometheus_client import make_asgi_app
 
 import sagaway
 from outbox.transient import is_transient
-from sagaway.database import create_engine, session_factory
+from sagaway.database import create_engine, raw_connect, session_factory
 from sagaway.settings import Settings
 from sagaway.wiring import build_engine
 from services.orders import (
@@ -27,6 +29,7 @@ from services.orders import (
 )
 from services.orders.body_limit import BodyLimitMiddleware
 from services.orders.request_log import RequestLogMiddleware
+from services.orders.saga_watch import SagaEndWatcher
 from services.orders.tracing_middleware import TracingMiddleware
 
 log = structlog.get_logger(__name__)
@@ -44,12 +47,19 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.db_engine = db
         app.state.sessions = session_factory(db)
         app.state.saga_engine = build_engine(settings)
+        # One LISTEN connection per process wakes every long poll of GET /sagas/{id}.
+        watcher = SagaEndWatcher(partial(raw_connect, settings.database_url))
+        app.state.saga_watcher = watcher
+        stop = asyncio.Event()
+        watching = asyncio.create_task(watcher.run(stop), name="saga-end-watcher")
         if settings.admin_token_value() is None:
             log.warning("SAGAWAY_ADMIN_TOKEN is not set: every /admin call will answer 401")
         log.info("api ready")
         try:
             yield
         finally:
+            stop.set()
+            await watching
             await db.dispose()
 
     app = FastAPI(
@@ -74,6 +84,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(TracingMiddleware)  # last added, outermost: its span covers the rest
     return app
+
+
+def release_waiters(app: FastAPI) -> None:
+    """Answer every long poll of ``GET /sagas/{id}?wait_s=N`` now: call it when the server
+    starts shutting down, so that waiting clients do not hold up the graceful shutdown."""
+    watcher: SagaEndWatcher | None = getattr(app.state, "saga_watcher", None)
+    if watcher is not None:
+        watcher.close()
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

@@ -7,15 +7,35 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator.engine import SagaEngine
 from sagaway.settings import Settings
+from services.orders.saga_watch import SagaEndWatcher
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
         yield session
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
+
+
+def _watcher(request: Request) -> SagaEndWatcher:
+    watcher: SagaEndWatcher | None = getattr(request.app.state, "saga_watcher", None)
+    # An app that mounts these routes without the API's lifespan has no watcher: a
+    # watcher that never listens makes long polls re-read at its fallback interval.
+    return watcher if watcher is not None else _NOT_LISTENING
+
+
+async def _never_connect() -> None:
+    raise RuntimeError("this watcher never listens")
+
+
+_NOT_LISTENING = SagaEndWatcher(_never_connect)
 
 
 def _engine(request: Request) -> SagaEngine:
@@ -29,6 +49,9 @@ def _settings(request: Request) -> Settings:
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+"""For a handler that must not hold a connection for its whole request (a long poll)."""
+WatcherDep = Annotated[SagaEndWatcher, Depends(_watcher)]
 EngineDep = Annotated[SagaEngine, Depends(_engine)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 
 from orchestrator.repository import SagaRecord
-from services.orders.dependencies import EngineDep, SessionDep
-from services.orders.responses import not_a_uuid, problem
+from services.orders.dependencies import EngineDep, SessionDep, SessionsDep, WatcherDep
+from services.orders.responses import invalid, not_a_uuid, problem
 from services.orders.schemas import HistoryItem, SagaView, StepView
 
 router = APIRouter(tags=["sagas"])
+
+TERMINAL = frozenset({"COMPLETED", "COMPENSATED", "FAILED"})
+MAX_WAIT_S = 30
+
+WaitS = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_S,
+        description="Hold the answer until the saga is terminal (`COMPLETED`, `COMPENSATED`, "
+        "`FAILED`) or this many seconds have passed, then answer as usual; 0 answers at "
+        "once. A waiting request costs no database query while it waits: the end of the "
+        "saga wakes it.",
+        examples=[30],
+    ),
+]
 
 _MESSAGE_ID = "c3a9e1f4-7b2d-4e6a-9f1c-8d5b2a7e3f10"
 _REPLY_ID = "9d2e4f6a-1b3c-4d5e-8f7a-6b5c4d3e2f1a"
@@ -70,12 +87,47 @@ def saga_view(record: SagaRecord) -> SagaView:
 @router.get(
     "/sagas/{saga_id}",
     response_model=SagaView,
-    responses={404: problem("Unknown saga", "saga not found"), 422: not_a_uuid("saga_id")},
+    responses={
+        404: problem("Unknown saga", "saga not found"),
+        422: invalid(
+            "`saga_id` is not a UUID, or `wait_s` is not a number from 0 to 30",
+            {
+                "detail": [
+                    {
+                        "loc": ["query", "wait_s"],
+                        "msg": "Input should be less than or equal to 30",
+                        "type": "less_than_equal",
+                    }
+                ]
+            },
+        ),
+    },
 )
-async def get_saga(saga_id: uuid.UUID, session: SessionDep, engine: EngineDep) -> SagaView:
-    """The saga, every step of its definition, and why it failed if it did."""
+async def get_saga(
+    saga_id: uuid.UUID,
+    sessions: SessionsDep,
+    engine: EngineDep,
+    watcher: WatcherDep,
+    wait_s: WaitS = 0,
+) -> SagaView:
+    """The saga, every step of its definition, and why it failed if it did.
+
+    With `wait_s`, a client that wants the outcome need not poll: the answer comes as
+    soon as the saga is terminal, or after `wait_s` seconds with the saga as it is then.
+    """
     structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
-    record = await engine.repository.get(session, saga_id)
+
+    # A transaction per read: a long poll holds no connection while it waits.
+    async def read() -> SagaRecord | None:
+        async with sessions() as session:
+            return await engine.repository.get(session, saga_id)
+
+    if wait_s > 0:
+        record = await watcher.wait_until(
+            saga_id, wait_s, read, lambda r: r.state.status.value in TERMINAL
+        )
+    else:
+        record = await read()
     if record is None:
         raise HTTPException(status_code=404, detail="saga not found")
     return saga_view(record)

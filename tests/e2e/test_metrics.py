@@ -87,3 +87,57 @@ async def test_a_worker_answers_its_probes(system: System) -> None:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
     finally:
         system.stop("worker-probes")
+
+
+DB_COUNTERS = (
+    "sagaway_db_statements_total[]",
+    "sagaway_db_transactions_total[('outcome', 'commit')]",
+    "sagaway_db_round_trips_total[]",
+)
+
+
+async def test_the_api_counts_its_database_round_trips_and_cpu(api: httpx.AsyncClient) -> None:
+    before = _samples((await api.get("/metrics/")).text)
+    placed = await api.post(
+        "/orders",
+        json={
+            "customer_id": "c-m",
+            "items": [{"sku": "NONE", "quantity": 1, "unit_price_cents": 1}],
+        },
+    )
+    assert placed.status_code == 202
+    after = _samples((await api.get("/metrics/")).text)
+
+    # Placing an order is one transaction of several statements.
+    for key in DB_COUNTERS:
+        assert after[key] > before[key], key
+    statements = after[DB_COUNTERS[0]] - before[DB_COUNTERS[0]]
+    round_trips = after[DB_COUNTERS[2]] - before[DB_COUNTERS[2]]
+    assert round_trips >= statements + 2  # BEGIN and COMMIT
+    assert "sagaway_db_transactions_total[('outcome', 'rollback')]" in after
+    assert after["process_cpu_seconds_total[]"] > 0
+
+
+async def test_a_worker_counts_its_database_round_trips_on_its_side_port(
+    system: System, api: httpx.AsyncClient
+) -> None:
+    port = free_port()
+    system.start("worker-db", "worker", "notification", env={"SAGAWAY_METRICS_PORT": str(port)})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def scrape() -> dict[str, float]:
+                try:
+                    return _samples((await client.get("/metrics")).text)
+                except httpx.TransportError:
+                    return {}
+
+            # A readiness probe asks PostgreSQL with the worker's own engine: one statement.
+            first = await wait_for(scrape, until=lambda s: DB_COUNTERS[0] in s, within=30)
+            assert (await client.get("/readyz")).status_code == 200
+            second = await scrape()
+        assert second[DB_COUNTERS[0]] > first[DB_COUNTERS[0]]
+        assert second[DB_COUNTERS[2]] > first[DB_COUNTERS[2]]
+        assert second["process_cpu_seconds_total[]"] > 0
+    finally:
+        system.stop("worker-db")

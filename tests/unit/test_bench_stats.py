@@ -10,12 +10,15 @@ from sagaway.bench import (
     BENCH_SKUS,
     REJECT_SKU,
     BenchTally,
+    RunCustomers,
+    WorkloadOptions,
     exit_code,
     format_report,
     order_body,
     percentile,
     summarize,
 )
+from sagaway.bench.workload import wait_seconds
 
 pytestmark = pytest.mark.unit
 
@@ -76,8 +79,16 @@ def test_summarize_of_nothing_is_none() -> None:
     assert summarize([]) is None
 
 
+CUSTOMERS = RunCustomers(funded="bench-x", penniless="bench-x-poor")
+
+
+def _options(**overrides: object) -> WorkloadOptions:
+    values: dict[str, object] = {"sagas": 100, "concurrency": 5, "admin_token": "t"}
+    return WorkloadOptions(**(values | overrides))  # type: ignore[arg-type]
+
+
 def test_orders_spread_over_the_bench_skus_one_unit_each() -> None:
-    bodies = [order_body(i, customer_id="bench-x", reject_every=0) for i in range(25)]
+    bodies = [order_body(i, customers=CUSTOMERS, reject_every=0) for i in range(25)]
     skus = [b["items"][0]["sku"] for b in bodies]  # type: ignore[index]
     assert skus[: len(BENCH_SKUS)] == list(BENCH_SKUS)
     assert REJECT_SKU not in skus
@@ -89,11 +100,30 @@ def test_every_kth_order_asks_for_the_empty_sku() -> None:
     rejected = [
         i
         for i in range(30)
-        if order_body(i, customer_id="c", reject_every=10)["items"][0]["sku"]  # type: ignore[index]
+        if order_body(i, customers=CUSTOMERS, reject_every=10)["items"][0]["sku"]  # type: ignore[index]
         == REJECT_SKU
     ]
     # 1-based orders 10, 20, 30
     assert rejected == [9, 19, 29]
+
+
+def test_credit_rejections_are_the_penniless_customers_orders_for_stocked_skus() -> None:
+    bodies = [
+        order_body(i, customers=CUSTOMERS, reject_every=10, reject_kind="credit") for i in range(30)
+    ]
+    poor = [i for i, b in enumerate(bodies) if b["customer_id"] == "bench-x-poor"]
+    assert poor == [9, 19, 29]
+    skus = {b["items"][0]["sku"] for b in bodies}  # type: ignore[index]
+    assert skus == set(BENCH_SKUS)
+
+
+@pytest.mark.parametrize(
+    ("remaining", "wait"), [(120.0, 30), (30.0, 30), (12.2, 13), (0.4, 1), (-3.0, 1)]
+)
+def test_a_long_poll_waits_what_is_left_in_whole_seconds_from_1_to_30(
+    remaining: float, wait: int
+) -> None:
+    assert wait_seconds(remaining) == wait
 
 
 def _tally() -> BenchTally:
@@ -104,11 +134,13 @@ def _tally() -> BenchTally:
     tally.http_errors = Counter({"POST 503": 1})
     tally.post_ms = [float(n) for n in range(1, 100)]
     tally.polls = 490
+    tally.wall_s = 2.0
     return tally
 
 
 def test_report_gives_throughput_latency_and_the_outcome_mix() -> None:
-    report = format_report(_tally(), sagas=100, concurrency=5, wall_s=2.0).splitlines()
+    options = _options(long_poll=False, reject_every=10, reject_kind="credit")
+    report = format_report(_tally(), options).splitlines()
     assert report[0] == "sagas: 100  concurrency: 5  wall: 2.00 s"
     # 98 sagas reached a terminal state in 2 s
     assert report[1].startswith("throughput: 49.0 sagas/s")
@@ -122,16 +154,21 @@ def test_report_gives_throughput_latency_and_the_outcome_mix() -> None:
         "timeout 1 (1.0%)  http_errors 1 (1.0%)"
     ) in report
     assert "http errors: POST 503 x1" in report
-    assert "polls: 490 (5.0 per finished saga)" in report
+    assert "rejected on purpose: every 10th order (insufficient_funds)" in report
+    assert "polls: 490 (5.0 per finished saga, polled every 20 ms)" in report
 
 
 def test_report_with_one_outcome_has_no_per_outcome_lines_and_no_error_line() -> None:
     tally = BenchTally()
     tally.terminal_ms["COMPLETED"] = [5.0, 6.0]
     tally.post_ms = [1.0, 2.0]
-    report = format_report(tally, sagas=2, concurrency=1, wall_s=0.5)
+    tally.polls = 2
+    tally.wall_s = 0.5
+    report = format_report(tally, _options(sagas=2, concurrency=1))
     assert "only (ms)" not in report
     assert "http errors:" not in report
+    assert "rejected on purpose" not in report
+    assert "polls: 2 (1.0 per finished saga, long-poll wait_s)" in report
     assert "outcomes: COMPLETED 2 (100.0%)  COMPENSATED 0  FAILED 0  timeout 0  http_errors 0" in (
         report
     )
@@ -140,7 +177,8 @@ def test_report_with_one_outcome_has_no_per_outcome_lines_and_no_error_line() ->
 def test_report_when_nothing_finished_invents_no_figures() -> None:
     tally = BenchTally()
     tally.timeouts = 3
-    report = format_report(tally, sagas=3, concurrency=3, wall_s=1.0)
+    tally.wall_s = 1.0
+    report = format_report(tally, _options(sagas=3, concurrency=3))
     assert "throughput: 0.0 sagas/s" in report
     assert "latency POST->terminal (ms): n/a (no samples)" in report
     assert "polls:" not in report

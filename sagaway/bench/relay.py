@@ -34,7 +34,7 @@ from sqlalchemy import MetaData, text
 from outbox.amqp import QueueSpec, Topology, declare
 from outbox.publisher import AioPikaPublisher, RawMessage
 from outbox.tables import outbox_table
-from sagaway.bench import LatencyStats, summarize
+from sagaway.bench.stats import LatencyStats, summarize
 from sagaway.database import create_engine, raw_connect
 from sagaway.migrate import migrate
 from sagaway.settings import Settings
@@ -194,7 +194,7 @@ async def _raw(settings: Settings, names: _Names, total: int, processes: int, cl
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "sagaway.bench_relay",
+            "sagaway.bench.relay",
             "raw",
             client,
             names.exchange(settings),
@@ -331,7 +331,7 @@ async def _spawn_relay(settings: Settings, names: _Names) -> asyncio.subprocess.
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sagaway.bench_relay",
+        "sagaway.bench.relay",
         "relay",
         names.schema,
         env=os.environ

@@ -1,0 +1,135 @@
+"""``sagaway bench``: drive a running installation over HTTP and measure what a saga costs.
+
+The workload (:mod:`sagaway.bench.workload`) gives throughput and latency. Around it, the
+counters of every process are read before the run and after it has settled: each
+component's CPU, PostgreSQL statements, transactions and round trips and AMQP
+publishes and deliveries from its ``/metrics``; PostgreSQL's and RabbitMQ's CPU from
+``/proc``. Their increase divided by the finished sagas is the cost block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sagaway.bench.backends import DatabaseBackends
+from sagaway.bench.cost import BackendCost, CostRow, backend_cost, cost_rows, format_cost
+from sagaway.bench.meter import CostMeter
+from sagaway.bench.proc import DEFAULT_GROUPS, CpuSampler
+from sagaway.bench.report import exit_code, format_report
+from sagaway.bench.scrape import MetricsSource, default_sources
+from sagaway.bench.workload import BenchSetupError, BenchTally, Workload, WorkloadOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    """What ``sagaway bench`` was asked to do.
+
+    Attributes:
+        url: Base URL of the running API.
+        workload: The orders to place and how to wait for them.
+        metrics: The ``/metrics`` to read; empty means :func:`default_sources` of ``url``.
+        pids: Further processes whose CPU is read from ``/proc``, by name.
+        proc_groups: Whether PostgreSQL's and RabbitMQ's processes are read from ``/proc``.
+        database_url: The database under test, whose backends' CPU is shown apart from the
+            whole server's; None shows only the server's.
+    """
+
+    url: str
+    workload: WorkloadOptions
+    metrics: Sequence[MetricsSource] = ()
+    pids: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    proc_groups: bool = True
+    database_url: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """A finished run.
+
+    Attributes:
+        tally: What the workload recorded.
+        costs: What each process used over the run.
+        client_cpu_s: The bench client's own CPU over the run.
+        backends: What the backends of the database under test used, if known.
+    """
+
+    tally: BenchTally
+    costs: list[CostRow]
+    client_cpu_s: float
+    backends: BackendCost | None = None
+
+    def cost_block(self) -> str:
+        """The cost block of the report, per finished saga."""
+        return format_cost(
+            self.costs,
+            sagas=self.tally.finished,
+            client_cpu_s=self.client_cpu_s,
+            cores=os.cpu_count() or 0,
+            backends=self.backends,
+        )
+
+
+def run_bench(options: BenchOptions) -> int:
+    """Prepare stock and credit, run the benchmark, print the report.
+
+    Progress goes to stderr every ~2 s; the report goes to stdout.
+
+    Args:
+        options: What to run.
+
+    Returns:
+        The process exit code: 0 clean, 1 timeouts or HTTP errors, 2 setup impossible.
+    """
+    if not options.workload.admin_token:
+        print(
+            "bench: an admin token is needed to prepare bench stock and credit: "
+            "pass --admin-token or set SAGAWAY_ADMIN_TOKEN",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        result = asyncio.run(measure(options))
+    except BenchSetupError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(result.tally, options.workload))
+    print(result.cost_block())
+    return exit_code(result.tally)
+
+
+async def measure(options: BenchOptions) -> BenchResult:
+    """Run the workload between two snapshots of every process's counters.
+
+    Raises:
+        BenchSetupError: The system cannot be prepared for the run.
+    """
+    sources = options.metrics or default_sources(options.url)
+    cpu = CpuSampler(comm_groups=DEFAULT_GROUPS if options.proc_groups else {}, pids=options.pids)
+    database = DatabaseBackends(options.database_url) if options.database_url else None
+    async with (
+        Workload(options.url, options.workload, progress_to=sys.stderr) as workload,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        backends = await stack.enter_async_context(database) if database is not None else None
+        meter = await stack.enter_async_context(CostMeter(sources, cpu, backends))
+        before = await meter.snapshot()
+        client_before = _own_cpu_s()
+        tally = await workload.run()
+        client_cpu_s = _own_cpu_s() - client_before
+        after = await meter.settled_snapshot()
+    return BenchResult(
+        tally=tally,
+        costs=cost_rows(before, after),
+        client_cpu_s=client_cpu_s,
+        backends=backend_cost(before, after, database.database) if database else None,
+    )
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
