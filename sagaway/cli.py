@@ -60,11 +60,21 @@ def up(
         int,
         typer.Option(
             help="Relay, orchestrator and workers serve Prometheus /metrics on this port + 1..5 "
-            "(the API serves /metrics on its own port); 0 turns them off.",
+            "with --split, the shared backend on + 6 (the API serves /metrics on its own "
+            "port); 0 turns them off.",
             min=0,
             max=65530,
         ),
     ] = DEFAULT_METRICS_PORT_BASE,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split/--shared",
+            help="--shared (default): two processes, the API and `sagaway backend` (relay, "
+            "orchestrator and workers on one event loop), which measured cheaper on a small "
+            "machine; --split: one process per component.",
+        ),
+    ] = False,
 ) -> None:
     """Migrate, then run every component (API, relay, orchestrator, the three workers)
     as supervised processes. Ctrl-C or SIGTERM stops them all cleanly."""
@@ -79,7 +89,7 @@ def up(
         database=redact_url(settings.database_url),
         amqp=redact_url(settings.amqp_url),
     )
-    raise typer.Exit(supervise(components(api_port, api_host, metrics_port_base)))
+    raise typer.Exit(supervise(components(api_port, api_host, metrics_port_base, split=split)))
 
 
 @app.command()
@@ -117,6 +127,18 @@ def orchestrator() -> None:
     settings = _settings("orchestrator")
     with tracing("orchestrator"):
         asyncio.run(run_orchestrator(settings))
+
+
+@app.command()
+def backend() -> None:
+    """Run the relay, the orchestrator and every worker together in one process (what
+    `sagaway up` does by default; each can still run alone as N instances)."""
+    from sagaway.runners.backend import run_backend
+    from sagaway.tracing import tracing
+
+    settings = _settings("backend")
+    with tracing("backend"):
+        asyncio.run(run_backend(settings))
 
 
 @app.command()

@@ -49,14 +49,30 @@ class Child:
         log.info("component started", component=self.name, pid=self.process.pid)
 
 
-def components(api_port: int, api_host: str, metrics_port_base: int = 0) -> list[Child]:
-    """The six components of a full installation.
+BACKEND_PORT_OFFSET = 6
+"""The shared backend process serves /metrics on base + 6, after the five ports the
+split layout uses, so a bench finds either layout at fixed addresses."""
 
-    With ``metrics_port_base`` each non-HTTP component serves /metrics on the next
-    port up (the API serves its own on its HTTP port).
+
+def components(
+    api_port: int, api_host: str, metrics_port_base: int = 0, *, split: bool = False
+) -> list[Child]:
+    """The processes of a full installation.
+
+    By default two: the API, and ``sagaway backend`` (relay, orchestrator and the three
+    workers sharing one event loop). With ``split`` each of the six components gets a
+    process of its own. With ``metrics_port_base`` each non-HTTP process serves
+    /metrics on a port above it (the API serves its own on its HTTP port): relay +1,
+    orchestrator +2, inventory +3, payment +4, notification +5, backend +6.
     """
+    api = Child("api", ["api", "--port", str(api_port), "--host", api_host])
+    if not split:
+        backend = Child("backend", ["backend"])
+        if metrics_port_base:
+            backend.env["SAGAWAY_METRICS_PORT"] = str(metrics_port_base + BACKEND_PORT_OFFSET)
+        return [api, backend]
     children = [
-        Child("api", ["api", "--port", str(api_port), "--host", api_host]),
+        api,
         Child("relay", ["relay"]),
         Child("orchestrator", ["orchestrator"]),
         Child("inventory", ["worker", "inventory"]),

@@ -68,12 +68,16 @@ def default_sources(api_url: str) -> tuple[MetricsSource, ...]:
         api_url: Base URL of the API; the side ports are asked on the same host.
 
     Returns:
-        api, relay, orchestrator, inventory, payment, notification.
+        api, relay, orchestrator, inventory, payment, notification, backend.
     """
     host = urlsplit(api_url).hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    children = components(0, host, DEFAULT_METRICS_PORT_BASE)
+    # Both layouts: whichever is not running is simply not found.
+    children = [
+        *components(0, host, DEFAULT_METRICS_PORT_BASE, split=True),
+        *components(0, host, DEFAULT_METRICS_PORT_BASE)[1:],
+    ]
     return (
         MetricsSource("api", api_url.rstrip("/") + "/metrics/"),
         *(

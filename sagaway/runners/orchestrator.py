@@ -25,9 +25,9 @@ SWEEP_INTERVAL_S = 0.2
 SWEEP_BATCH = 50
 
 
-async def run_orchestrator(settings: Settings) -> None:
+async def run_orchestrator(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run the reply consumer and the deadline sweeper until SIGTERM."""
-    stop = stop_on_signals()
+    stop = stop or stop_on_signals()
     engine = build_engine(settings)
     async with resources(settings, name="sagaway-orchestrator") as res:
         serve_metrics(settings, readiness(res))

@@ -28,12 +28,12 @@ def relay_options(settings: Settings) -> RelayOptions:
     )
 
 
-async def run_relay(settings: Settings) -> None:
+async def run_relay(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Relay until SIGTERM; a batch in flight is finished (or left to its lease).
 
     With ``SAGAWAY_METRICS_PORT`` set, ``/readyz`` on that port answers 503 naming
     PostgreSQL or RabbitMQ while the relay cannot reach it (see ``readiness``)."""
-    stop = stop_on_signals()
+    stop = stop or stop_on_signals()
     health = Health()
     async with resources(
         settings, name="sagaway-relay", pool_size=settings.relay_concurrency + 2

@@ -21,9 +21,11 @@ from services.ops.faults import FAULTS_CHANNEL, FaultFlags
 log = structlog.get_logger(__name__)
 
 
-async def run_worker(settings: Settings, participant: str) -> None:
+async def run_worker(
+    settings: Settings, participant: str, *, stop: asyncio.Event | None = None
+) -> None:
     """Consume the participant's command queue until SIGTERM."""
-    stop = stop_on_signals()
+    stop = stop or stop_on_signals()
     switches = Wakeup(partial(raw_connect, settings.database_url), channel=FAULTS_CHANNEL)
     flags = FaultFlags(switches)
     handler = build_participant(participant, settings, outage=flags.in_outage)

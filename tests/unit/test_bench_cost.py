@@ -23,6 +23,7 @@ from sagaway.bench import (
     parse_stat,
     usage_of,
 )
+from sagaway.supervisor import DEFAULT_METRICS_PORT_BASE, components
 
 pytestmark = pytest.mark.unit
 
@@ -220,6 +221,7 @@ def test_the_default_sources_are_the_api_and_the_side_ports_of_sagaway_up() -> N
         MetricsSource("inventory", "http://127.0.0.1:9403/metrics"),
         MetricsSource("payment", "http://127.0.0.1:9404/metrics"),
         MetricsSource("notification", "http://127.0.0.1:9405/metrics"),
+        MetricsSource("backend", "http://127.0.0.1:9406/metrics"),
     )
 
 
@@ -258,3 +260,25 @@ def test_the_sampler_reads_single_pids_own_cpu(tmp_path: Path) -> None:
     _proc(tmp_path, 10, "postgres", 100, 50, cutime=25)
     tick = 1 / os.sysconf("SC_CLK_TCK")
     assert CpuSampler(proc=tmp_path).per_pid([10, 11]) == pytest.approx({10: 150 * tick})
+
+
+def test_sagaway_up_runs_two_processes_by_default_and_six_when_split() -> None:
+    shared = components(8000, "127.0.0.1", DEFAULT_METRICS_PORT_BASE)
+    assert [(c.name, c.args[0]) for c in shared] == [("api", "api"), ("backend", "backend")]
+    assert shared[1].env["SAGAWAY_METRICS_PORT"] == "9406"
+    split = components(8000, "127.0.0.1", DEFAULT_METRICS_PORT_BASE, split=True)
+    assert [c.name for c in split] == [
+        "api",
+        "relay",
+        "orchestrator",
+        "inventory",
+        "payment",
+        "notification",
+    ]
+    assert [c.env.get("SAGAWAY_METRICS_PORT") for c in split[1:]] == [
+        "9401",
+        "9402",
+        "9403",
+        "9404",
+        "9405",
+    ]
