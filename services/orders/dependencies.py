@@ -19,8 +19,8 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+def _read_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.read_sessions
     return sessions
 
 
@@ -49,7 +49,8 @@ def _settings(request: Request) -> Settings:
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
-SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+ReadSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_read_sessions)]
+"""Autocommit sessions, for reads of one statement each (no BEGIN/ROLLBACK round trips)."""
 """For a handler that must not hold a connection for its whole request (a long poll)."""
 WatcherDep = Annotated[SagaEndWatcher, Depends(_watcher)]
 EngineDep = Annotated[SagaEngine, Depends(_engine)]

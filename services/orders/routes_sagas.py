@@ -9,7 +9,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Query
 
 from orchestrator.repository import SagaRecord
-from services.orders.dependencies import EngineDep, SessionDep, SessionsDep, WatcherDep
+from services.orders.dependencies import EngineDep, ReadSessionsDep, SessionDep, WatcherDep
 from services.orders.responses import invalid, not_a_uuid, problem
 from services.orders.schemas import HistoryItem, SagaView, StepView
 
@@ -105,7 +105,7 @@ def saga_view(record: SagaRecord) -> SagaView:
 )
 async def get_saga(
     saga_id: uuid.UUID,
-    sessions: SessionsDep,
+    sessions: ReadSessionsDep,
     engine: EngineDep,
     watcher: WatcherDep,
     wait_s: WaitS = 0,

@@ -38,20 +38,19 @@ class PaymentHandlers:
         existing = await _claim(session, envelope, command, AUTHORIZED)
         if existing is not None:
             return _answer_for(existing)
-        await session.execute(
-            insert(customers)
-            .values(
-                customer_id=command.customer_id,
-                credit_limit_cents=self._default_limit,
-                authorized_cents=0,
-            )
-            .on_conflict_do_nothing(index_elements=[customers.c.customer_id])
+        # One statement creates a customer never seen before and locks the row either
+        # way: the no-op update of a conflict takes the row lock, as FOR UPDATE would.
+        stmt = insert(customers).values(
+            customer_id=command.customer_id,
+            credit_limit_cents=self._default_limit,
+            authorized_cents=0,
         )
         customer = (
             await session.execute(
-                select(customers.c.credit_limit_cents, customers.c.authorized_cents)
-                .where(customers.c.customer_id == command.customer_id)
-                .with_for_update()
+                stmt.on_conflict_do_update(
+                    index_elements=[customers.c.customer_id],
+                    set_={"customer_id": stmt.excluded.customer_id},
+                ).returning(customers.c.credit_limit_cents, customers.c.authorized_cents)
             )
         ).one()
         remaining = customer.credit_limit_cents - customer.authorized_cents
