@@ -135,10 +135,14 @@ class Consumer:
         started = time.perf_counter()
         try:
             fresh = await self._apply_batch(parsed)
-        except _BatchFailed:
+        except _BatchFailed as failed:
             # Someone in the batch is at fault, or the handler cannot do them together:
             # apply each alone, so only the guilty one is redelivered or dead-lettered.
-            log.warning("batch failed, applying its messages one by one", size=len(parsed))
+            log.warning(
+                "batch failed, applying its messages one by one",
+                size=len(parsed),
+                error=type(failed.__cause__).__name__,
+            )
             for message, envelope in parsed:
                 await self._process_one(message, envelope)
             return

@@ -74,13 +74,15 @@ def _on_statement(conn: Connection, *_: Any) -> None:
 
 
 def _on_commit(conn: Connection) -> None:
-    if conn.info.pop(_OPEN, False):
+    if not conn.invalidated and conn.info.pop(_OPEN, False):
         metrics.DB_COMMITS.inc()
         metrics.DB_ROUND_TRIPS.inc()
 
 
 def _on_rollback(conn: Connection) -> None:
-    if conn.info.pop(_OPEN, False):
+    # A connection lost mid-transaction sends no ROLLBACK, and its ``info`` may no
+    # longer be read: asking for it raises instead of letting the rollback finish.
+    if not conn.invalidated and conn.info.pop(_OPEN, False):
         metrics.DB_ROLLBACKS.inc()
         metrics.DB_ROUND_TRIPS.inc()
 
