@@ -40,6 +40,7 @@ from outbox import handoff
 _KEY = "sagaway.deferred"
 _CACHE = "sagaway.transaction_cache"
 _SAVEPOINTS = "sagaway.savepoints"
+_WRITTEN = "sagaway.written"
 
 
 @dataclass
@@ -76,6 +77,16 @@ def defer_update(session: AsyncSession, table: Table, key: Any, values: Mapping[
     Every deferred update of one table must set the same columns.
     """
     pending = _pending(session)
+    inserted = pending.inserts.get(table)
+    if inserted:
+        # Every part of the one statement sees the same snapshot, so an update could
+        # not find a row inserted beside it: the insert takes the new values instead.
+        (pk,) = table.primary_key.columns
+        for i, row in enumerate(inserted):
+            if row.get(pk.name) == key:
+                # A new dict: savepoint snapshots share the old one.
+                inserted[i] = {**row, **values}
+                return
     bucket = pending.updates.get(table)
     if bucket is None:
         bucket = pending.updates[table] = {}
@@ -125,9 +136,12 @@ def _flush(session: Session) -> None:
     if statement is None:
         statement = _STATEMENTS[key] = _combined(shape)
     session.execute(statement, params)
+    # Handed to a handoff only once the transaction commits: a flush inside it may
+    # still be rolled back (with a savepoint, or the whole transaction).
+    written = session.info.setdefault(_WRITTEN, [])
     for kind, table in pending.order:
         if kind == "insert":
-            handoff.take_written(session.info, table, pending.inserts[table])
+            written.append((table, pending.inserts[table]))
 
 
 _STATEMENTS: dict[tuple[tuple[str, Table, tuple[str, ...]], ...], Select[Any]] = {}
@@ -197,8 +211,12 @@ def transaction_cache(session: AsyncSession) -> dict[Any, Any]:
     return cache
 
 
-def _snapshot(session: Session) -> tuple[_Pending | None, dict[Any, Any] | None]:
+_Snapshot = tuple[_Pending | None, dict[Any, Any] | None, list[Any] | None]
+
+
+def _snapshot(session: Session) -> _Snapshot:
     pending = session.info.get(_KEY)
+    written = session.info.get(_WRITTEN)
     cache = session.info.get(_CACHE)
     kept = None
     if isinstance(pending, _Pending):
@@ -210,7 +228,7 @@ def _snapshot(session: Session) -> tuple[_Pending | None, dict[Any, Any] | None]
     cache_copy = None
     if isinstance(cache, dict):
         cache_copy = {k: dict(v) if isinstance(v, dict) else v for k, v in cache.items()}
-    return kept, cache_copy
+    return kept, cache_copy, list(written) if isinstance(written, list) else None
 
 
 def _on_begin(session: Session, transaction: SessionTransaction) -> None:
@@ -223,8 +241,8 @@ def _on_rollback(session: Session, previous: SessionTransaction) -> None:
     if previous.nested:
         kept = session.info.get(_SAVEPOINTS, {}).pop(id(previous), None)
         if kept is not None:
-            pending, cache = kept
-            for key, value in ((_KEY, pending), (_CACHE, cache)):
+            pending, cache, written = kept
+            for key, value in ((_KEY, pending), (_CACHE, cache), (_WRITTEN, written)):
                 if value is None:
                     session.info.pop(key, None)
                 else:
@@ -241,8 +259,13 @@ def _on_end(session: Session, transaction: SessionTransaction) -> None:
         _forget(session)
 
 
+def _on_commit(session: Session) -> None:
+    for table, rows in session.info.pop(_WRITTEN, ()):
+        handoff.take_written(session.info, table, rows)
+
+
 def _forget(session: Session) -> None:
-    for key in (_KEY, _CACHE, _SAVEPOINTS):
+    for key in (_KEY, _CACHE, _SAVEPOINTS, _WRITTEN):
         session.info.pop(key, None)
     handoff.forget(session.info)
 
@@ -250,6 +273,7 @@ def _forget(session: Session) -> None:
 # The hooks run inside SQLAlchemy's greenlet, where the synchronous session may still
 # execute statements over the async driver.
 event.listen(Session, "before_commit", _flush)
+event.listen(Session, "after_commit", _on_commit)
 event.listen(Session, "after_transaction_create", _on_begin)
 event.listen(Session, "after_soft_rollback", _on_rollback)
 event.listen(Session, "after_transaction_end", _on_end)

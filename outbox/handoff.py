@@ -11,8 +11,10 @@ The relay stays the safety net and the single owner of every hard case. A row wh
 publish fails (broker down, message refused) is released at once for the relay to
 retry, park as dead and so on; a row whose process died after the commit is left to
 its lease, after which the relay claims it like any other. Either way delivery stays at
-least once (consumers drop repeats by ``message_id``), and a saga's messages stay in
-order: its next message is only written once this one was consumed.
+least once (consumers drop repeats by ``message_id``). A handoff does not wait for an
+earlier unpublished row of its saga, as the relay does: a consumer writes a saga's
+next row only in answer to a delivered message, so such a row can only be a reply to
+an attempt the saga already gave up on, which is stale whenever it arrives.
 """
 
 from __future__ import annotations

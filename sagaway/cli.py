@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -311,6 +312,7 @@ def bench(
     `sagaway bench relay` measures the outbox relay alone (see its --help)."""
     if ctx.invoked_subcommand is not None:
         return
+    _require_bench_extra()
     from sagaway.bench import BenchOptions, WorkloadOptions, parse_source, run_bench
 
     try:
@@ -338,6 +340,17 @@ def bench(
             )
         )
     )
+
+
+def _require_bench_extra() -> None:
+    # The bench's HTTP clients are the `bench` extra, not dependencies of a deployment:
+    # without them, say which install is missing rather than show an ImportError.
+    missing = [name for name in ("aiohttp", "httpx") if importlib.util.find_spec(name) is None]
+    if missing:
+        typer.echo(
+            f"bench: {', '.join(missing)} not installed: pip install 'sagaway[bench]'", err=True
+        )
+        raise typer.Exit(2)
 
 
 def _named_pids(values: Sequence[str]) -> dict[str, list[int]]:
@@ -378,6 +391,7 @@ def bench_relay(
     (the relay's broker work without a database) is printed too. Migrates the
     configured database if needed; uses a schema and queue of its own, removed
     afterwards. Progress goes to stderr, figures to stdout."""
+    _require_bench_extra()
     from sagaway.bench.relay import RelayBenchOptions, run_relay_bench
 
     settings = _settings("bench")

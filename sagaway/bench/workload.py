@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import secrets
 import time
@@ -28,9 +29,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, TextIO
 
-import httpx
+import aiohttp
 
 TRANSPORT_ATTEMPTS = 3
+# What a request raises when no answer came: a connection refused or dropped, a
+# truncated body, a timeout (aiohttp's own timeouts derive from TimeoutError).
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+JSON_HEADERS = {"Content-Type": "application/json"}
 TERMINAL_STATUSES = ("COMPLETED", "COMPENSATED", "FAILED")
 BENCH_SKUS = tuple(f"BENCH-{n}" for n in range(1, 11))
 # Stocked with zero units, so that an order for it is rejected with ``out_of_stock``.
@@ -187,33 +192,31 @@ async def run_workload(
 class Workload:
     """One bench run against one server, prepared on entry, run by :meth:`run`.
 
-    Entering checks ``/readyz``, stocks the bench SKUs and creates the run's customers, so
-    a caller can sample the system's counters after the setup and before the run.
+    Entering opens the HTTP session, checks ``/readyz``, stocks the bench SKUs and creates
+    the run's customers, so a caller can sample the system's counters after the setup and
+    before the run.
     """
 
     def __init__(
         self, url: str, options: WorkloadOptions, *, progress_to: TextIO | None = None
     ) -> None:
         self._url = url
+        # URLs are joined as strings: the server may sit under a path prefix.
+        self._base = url.rstrip("/")
         self._options = options
         self._progress_to = progress_to
-        # Drop idle connections well before a server would (uvicorn: 5 s by default), so
-        # a request never goes out on a connection the server is closing.
-        limits = httpx.Limits(
-            max_connections=options.concurrency,
-            max_keepalive_connections=options.concurrency,
-            keepalive_expiry=2.0,
-        )
         # Requests get their own generous timeout; the saga deadline is enforced separately.
-        timeout = httpx.Timeout(min(30.0, options.timeout_s))
-        self._client = httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
+        self._timeout = aiohttp.ClientTimeout(total=min(30.0, options.timeout_s))
+        self._session: aiohttp.ClientSession | None = None
         self._customers: RunCustomers | None = None
 
     async def __aenter__(self) -> Workload:
+        # Opened here, not in __init__: an aiohttp session belongs to the running loop.
+        self._session = self._open_session()
         try:
             self._customers = await self._prepare()
         except BaseException:
-            await self._client.aclose()
+            await self._session.close()
             raise
         return self
 
@@ -223,7 +226,28 @@ class Workload:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx: the client shares the machine with the system it
+        # measures, and aiohttp spends a fraction of httpx's CPU per request.
+        connector = aiohttp.TCPConnector(
+            limit=self._options.concurrency,
+            # Drop idle connections well before a server would (uvicorn: 5 s by default),
+            # so a request never goes out on a connection the server is closing.
+            keepalive_timeout=2.0,
+        )
+        # No cookie jar: the HTTP surface sets none, and a jar is work on every answer.
+        return aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar()
+        )
+
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("enter the Workload (async with) before using it")
+        return self._session
 
     async def run(self) -> BenchTally:
         """Place every order and wait for every saga; returns what was recorded."""
@@ -247,14 +271,16 @@ class Workload:
 
     async def _prepare(self) -> RunCustomers:
         """Check readiness, stock the bench SKUs and create the run's customers."""
-        options, client = self._options, self._client
+        options = self._options
         try:
-            ready = await client.get("/readyz")
-        except httpx.TransportError as exc:
+            status, text = await self._exchange("GET", "/readyz")
+        except TRANSPORT_ERRORS as exc:
             raise BenchSetupError(f"cannot reach {self._url}: {type(exc).__name__}") from exc
-        if ready.status_code != 200:
-            raise BenchSetupError(f"{self._url}/readyz answered {ready.status_code}: {ready.text}")
-        headers = {"Authorization": f"Bearer {options.admin_token}"} if options.admin_token else {}
+        if status != 200:
+            raise BenchSetupError(f"{self._url}/readyz answered {status}: {text}")
+        headers = dict(JSON_HEADERS)
+        if options.admin_token:
+            headers["Authorization"] = f"Bearer {options.admin_token}"
         # Every bench SKU gets enough free units for the whole run on its own.
         stock = {sku: options.sagas for sku in BENCH_SKUS}
         run = secrets.token_hex(6)
@@ -273,14 +299,30 @@ class Workload:
         ]
         for path, body in puts:
             try:
-                answer = await client.put(path, json=body, headers=headers)
-            except httpx.TransportError as exc:
+                status, text = await self._exchange(
+                    "PUT", path, data=json.dumps(body).encode(), headers=headers
+                )
+            except TRANSPORT_ERRORS as exc:
                 raise BenchSetupError(f"PUT {path} failed: {type(exc).__name__}") from exc
-            if answer.status_code == 401:
+            if status == 401:
                 raise BenchSetupError("the admin token was refused (401): check --admin-token")
-            if answer.status_code != 200:
-                raise BenchSetupError(f"PUT {path} answered {answer.status_code}: {answer.text}")
+            if status != 200:
+                raise BenchSetupError(f"PUT {path} answered {status}: {text}")
         return customers
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """One setup request: its HTTP status and body text."""
+        async with self._http.request(
+            method, f"{self._base}{path}", data=data, headers=headers
+        ) as answer:
+            return answer.status, await answer.text()
 
     async def _worker(
         self, orders: Iterator[int], customers: RunCustomers, tally: BenchTally
@@ -313,24 +355,11 @@ class Workload:
 
         Returns None when an HTTP error ended the attempt (already recorded in ``tally``).
         """
-        client, options = self._client, self._options
-        # Like a careful client, send an idempotency key and retry the POST when the
-        # connection fails: the key makes the retry return the first order, never a second.
-        headers = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
-        for attempt in range(1, TRANSPORT_ATTEMPTS + 1):
-            try:
-                posted = await client.post("/orders", json=body, headers=headers)
-                break
-            except httpx.TransportError as exc:
-                if attempt == TRANSPORT_ATTEMPTS:
-                    tally.http_errors[f"POST {type(exc).__name__}"] += 1
-                    return None
-                tally.retries[f"POST {type(exc).__name__}"] += 1
-        tally.post_ms.append((time.perf_counter() - t0) * 1000)
-        if posted.status_code != 202:
-            tally.http_errors[f"POST {posted.status_code}"] += 1
+        options = self._options
+        saga_id = await self._place_order(body, tally, t0)
+        if saga_id is None:
             return None
-        saga_path = f"/sagas/{posted.json()['saga_id']}"
+        saga_url = f"{self._base}/sagas/{saga_id}"
         deadline = t0 + options.timeout_s
         while True:
             try:
@@ -338,32 +367,72 @@ class Workload:
                     wait_s = wait_seconds(deadline - time.perf_counter())
                     tally.polls += 1
                     asked = time.perf_counter()
-                    answer = await client.get(
-                        saga_path,
-                        params={"wait_s": wait_s},
-                        timeout=httpx.Timeout(wait_s + WAIT_SLACK_S),
+                    code, status = await self._saga_status(
+                        f"{saga_url}?wait_s={wait_s}",
+                        limit=aiohttp.ClientTimeout(total=wait_s + WAIT_SLACK_S),
                     )
-                    if _running(answer) and time.perf_counter() - asked < wait_s / 2:
+                    running = code == 200 and status not in TERMINAL_STATUSES
+                    if running and time.perf_counter() - asked < wait_s / 2:
                         # Still running, yet answered long before wait_s: the server
                         # ignores wait_s. Pace the next request as a poll would.
                         await asyncio.sleep(options.poll_interval_s)
                 else:
                     await asyncio.sleep(options.poll_interval_s)
                     tally.polls += 1
-                    answer = await client.get(saga_path)
-            except httpx.TransportError as exc:
+                    code, status = await self._saga_status(saga_url, limit=self._timeout)
+            except TRANSPORT_ERRORS as exc:
                 # Reading a saga is safe to repeat: count it and ask again (after a
                 # pause, so that a server that is down is not asked in a tight loop).
                 tally.retries[f"GET {type(exc).__name__}"] += 1
                 if options.long_poll:
                     await asyncio.sleep(options.poll_interval_s)
                 continue
-            if answer.status_code != 200:
-                tally.http_errors[f"GET {answer.status_code}"] += 1
+            if code != 200:
+                tally.http_errors[f"GET {code}"] += 1
                 return None
-            status = answer.json()["status"]
             if status in TERMINAL_STATUSES:
-                return str(status), time.perf_counter()
+                return status, time.perf_counter()
+
+    async def _place_order(
+        self, body: dict[str, object], tally: BenchTally, t0: float
+    ) -> str | None:
+        """``POST /orders``; the saga's id, or None when an HTTP error ended the attempt."""
+        # Like a careful client, send an idempotency key and retry the POST when the
+        # connection fails: the key makes the retry return the first order, never a second.
+        headers = JSON_HEADERS | {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
+        # Encoded once: a retry sends the same bytes.
+        data = json.dumps(body).encode()
+        accepted: dict[str, object] = {}
+        for attempt in range(1, TRANSPORT_ATTEMPTS + 1):
+            try:
+                async with self._http.post(
+                    f"{self._base}/orders", data=data, headers=headers
+                ) as posted:
+                    code = posted.status
+                    # Only an accepted order's body is of use; the rest count by status.
+                    if code == 202:
+                        accepted = await posted.json(content_type=None)
+                break
+            except TRANSPORT_ERRORS as exc:
+                if attempt == TRANSPORT_ATTEMPTS:
+                    tally.http_errors[f"POST {type(exc).__name__}"] += 1
+                    return None
+                tally.retries[f"POST {type(exc).__name__}"] += 1
+        tally.post_ms.append((time.perf_counter() - t0) * 1000)
+        if code != 202:
+            tally.http_errors[f"POST {code}"] += 1
+            return None
+        return str(accepted["saga_id"])
+
+    async def _saga_status(
+        self, url: str, *, limit: aiohttp.ClientTimeout
+    ) -> tuple[int, str | None]:
+        """One ``GET /sagas/{id}`` within ``limit``: the HTTP status and, when 200, the
+        saga's status."""
+        async with self._http.get(url, timeout=limit) as answer:
+            if answer.status != 200:
+                return answer.status, None
+            return 200, str((await answer.json(content_type=None))["status"])
 
     async def _progress(self, tally: BenchTally, started: float, stop: asyncio.Event) -> None:
         last_done, last_at = 0, started
@@ -382,7 +451,3 @@ class Workload:
                 flush=True,
             )
             last_done, last_at = done, now
-
-
-def _running(answer: httpx.Response) -> bool:
-    return answer.status_code == 200 and answer.json().get("status") not in TERMINAL_STATUSES

@@ -614,12 +614,6 @@ async def test_a_saga_started_with_a_local_step_first_sees_the_rows_deferred_bef
     assert "test.read_order (succeeded)" in await history_details(db, saga_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outbox/deferred.py:143-163 sends a table's deferred INSERT and UPDATE as "
-    "sibling CTEs of one statement, which all see the snapshot taken before it: an "
-    "update of a row inserted in the same transaction matches nothing and is lost",
-)
 async def test_a_row_inserted_then_updated_in_one_transaction_keeps_the_update(
     sessions: async_sessionmaker[AsyncSession], db: AsyncEngine, scratch: Scratch
 ) -> None:
