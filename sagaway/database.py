@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from sagaway.settings import redact_url
 
@@ -31,7 +36,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded values after commit (we read them to build replies)."""
     return async_sessionmaker(engine, expire_on_commit=False)
 
