@@ -139,6 +139,7 @@ class BatchChannel:
 
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self._wire = check_internals(channel)
+        self._marshal = _Marshaller(self._wire.number, self._wire.max_content_size)
 
     @property
     def underlay(self) -> aiormq.abc.AbstractChannel:
@@ -161,7 +162,7 @@ class BatchChannel:
 
     def batch(self) -> PendingBatch:
         """An empty batch to write on this channel."""
-        return PendingBatch(self._wire)
+        return PendingBatch(self._wire, self._marshal)
 
 
 class PendingBatch:
@@ -171,7 +172,7 @@ class PendingBatch:
     by a deadline still tells which messages reached the channel.
     """
 
-    def __init__(self, wire: aiormq.Channel) -> None:
+    def __init__(self, wire: aiormq.Channel, marshal: _Marshaller) -> None:
         loop = asyncio.get_running_loop()
         self.confirms: list[Confirm] = []
         self.settled: asyncio.Future[None] = loop.create_future()
@@ -179,6 +180,7 @@ class PendingBatch:
         self._open = 0
         self._loop = loop
         self._wire = wire
+        self._marshal = marshal
 
     async def write(self, publications: Sequence[Publication]) -> None:
         """Write ``publications`` in order, in buffers of about ``FLUSH_BYTES`` (once
@@ -199,8 +201,6 @@ class PendingBatch:
             self.settled.set_result(None)
             return
         wire = self._wire
-        chunk = wire.max_content_size
-        number = wire.number
         parts: list[bytes] = []
         queued: list[tuple[str, Confirm]] = []
         pending_bytes = 0
@@ -224,7 +224,7 @@ class PendingBatch:
                 confirm: Confirm = self._loop.create_future()
                 self.confirms.append(confirm)
                 try:
-                    payload = _marshal(publication, number, chunk)
+                    payload = self._marshal(publication)
                 except (ValueError, TypeError, struct.error) as exc:
                     confirm.set_exception(exc)
                     self._settle_one()
@@ -277,14 +277,35 @@ class PendingBatch:
             self.settled.set_result(None)
 
 
-def _marshal(publication: Publication, channel: int, chunk: int) -> bytes:
-    """The wire bytes of one message: method, header and body frames."""
-    body = publication.body
-    frames: list[Any] = [
-        Basic.Publish(
-            exchange=publication.exchange, routing_key=publication.routing_key, mandatory=True
-        ),
-        ContentHeader(
+class _Marshaller:
+    """The wire bytes of messages on one channel.
+
+    The ``Basic.Publish`` method frame depends only on the channel, exchange and
+    routing key, and encoding it was about a seventh of a message's publishing CPU: it
+    is encoded once per destination (a handful, from the topology; the cache is
+    bounded all the same).
+    """
+
+    MAX_DESTINATIONS = 1024
+
+    def __init__(self, channel: int, chunk: int) -> None:
+        self._channel = channel
+        self._chunk = chunk
+        self._publish: dict[tuple[str, str], bytes] = {}
+
+    def __call__(self, publication: Publication) -> bytes:
+        """Method, header and body frames of one message."""
+        channel, chunk, body = self._channel, self._chunk, publication.body
+        key = (publication.exchange, publication.routing_key)
+        method = self._publish.get(key)
+        if method is None:
+            method = pamqp.frame.marshal(
+                Basic.Publish(exchange=key[0], routing_key=key[1], mandatory=True), channel
+            )
+            if len(self._publish) >= self.MAX_DESTINATIONS:
+                self._publish.clear()
+            self._publish[key] = method
+        header = ContentHeader(
             properties=Basic.Properties(
                 content_type="application/json",
                 delivery_mode=PERSISTENT,
@@ -294,7 +315,10 @@ def _marshal(publication: Publication, channel: int, chunk: int) -> bytes:
                 headers=publication.headers,
             ),
             body_size=len(body),
-        ),
-    ]
-    frames.extend(ContentBody(body[i : i + chunk]) for i in range(0, len(body), chunk))
-    return b"".join(pamqp.frame.marshal(frame, channel) for frame in frames)
+        )
+        parts = [method, pamqp.frame.marshal(header, channel)]
+        parts.extend(
+            pamqp.frame.marshal(ContentBody(body[i : i + chunk]), channel)
+            for i in range(0, len(body), chunk)
+        )
+        return b"".join(parts)
