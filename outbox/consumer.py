@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import ChannelInvalidStateError
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
@@ -148,7 +149,7 @@ class Consumer:
             return
         # One acknowledgement for the batch: every earlier delivery on this channel is
         # settled already (batches are handled one at a time, in delivery order).
-        await parsed[-1][0].ack(multiple=True)
+        await _settle(parsed[-1][0].ack(multiple=True))
         elapsed = (time.perf_counter() - started) / len(parsed)
         applied = len(fresh)
         for _, envelope in parsed:
@@ -171,7 +172,7 @@ class Consumer:
                 log.error("unparseable message dead-lettered", errors=exc.error_count())
             metrics.DEAD_LETTERED.labels(self._queue, "unparseable").inc()
             # Settled before the batch's acknowledgement, which would cover it too.
-            await message.reject(requeue=False)
+            await _settle(message.reject(requeue=False))
             return None
 
     async def _apply_batch(
@@ -287,7 +288,7 @@ class Consumer:
             except Unprocessable as exc:
                 log.error("unprocessable message dead-lettered", reason=str(exc))
                 metrics.DEAD_LETTERED.labels(self._queue, "unprocessable").inc()
-                await message.reject(requeue=False)
+                await _settle(message.reject(requeue=False))
                 return "dead_lettered"
             except Exception as exc:
                 if is_transient(exc) and not self._stop.is_set():
@@ -306,16 +307,16 @@ class Consumer:
                 if deliveries >= self._delivery_limit:
                     log.exception("message dead-lettered after failing", deliveries=deliveries)
                     metrics.DEAD_LETTERED.labels(self._queue, "delivery_limit").inc()
-                    await message.reject(requeue=False)
+                    await _settle(message.reject(requeue=False))
                     return "dead_lettered"
                 log.exception("message handling failed, will be redelivered", deliveries=deliveries)
-                await message.nack(requeue=True)
+                await _settle(message.nack(requeue=True))
                 return "failed"
         if not fresh:
             log.info("duplicate message dropped")
         if self._handoff is not None and handing is not None:
             await self._handoff.publish(handing)
-        await message.ack()
+        await _settle(message.ack())
         return "applied" if fresh else "duplicate"
 
     def _count_failure(self, message: AbstractIncomingMessage, envelope: Envelope) -> int:
@@ -334,6 +335,19 @@ class Consumer:
         while len(self._failures) > 10_000:
             self._failures.popitem(last=False)
         return count
+
+
+async def _settle(outcome: Awaitable[None]) -> None:
+    """Send an ack, nack or reject, unless the delivery's channel has closed meanwhile.
+
+    A closed channel has already handed the message back to the broker, which
+    delivers it again: after a commit, the inbox then drops it as a duplicate. aiormq
+    refuses the frame at once rather than send it on a channel the broker forgot.
+    """
+    try:
+        await outcome
+    except ChannelInvalidStateError:
+        log.warning("channel closed before the message was settled; it will be redelivered")
 
 
 def _header(message: AbstractIncomingMessage, name: str) -> str | bytes | None:

@@ -323,3 +323,39 @@ async def test_an_unparseable_message_is_dead_lettered_and_the_consumer_goes_on(
     assert await level(sessions, sku) == StockLevel(sku, STOCK - 1, 1)
     [reply] = await replies_to(sessions, good)
     assert reply.message_type == c.INVENTORY_RESERVED
+
+
+async def test_a_message_whose_channel_closed_before_the_ack_is_applied_once(
+    harness: Harness, sku: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # aiormq 7 refuses an ack on a closed channel at once (ChannelInvalidStateError).
+    # The commit stands; the broker redelivers the message and the inbox drops it.
+    command = reserve(uuid.uuid4(), uuid.uuid4(), sku, 2)
+    await harness.send(command)
+    consumer = Consumer(
+        queue=harness.queue,
+        inbox=Inbox(inbox_table, PARTICIPANT),
+        handler=build_participant(PARTICIPANT, harness.settings).handle,
+        sessions=sessions,
+        prefetch=1,
+    )
+    channel = await harness.connection.channel()
+    queue = await channel.get_queue(harness.queue)
+    delivery = await wait_for(
+        lambda: queue.get(no_ack=False, fail=False),
+        until=lambda m: m is not None,
+        what="the command",
+    )
+    assert delivery is not None
+    await channel.close()  # the broker requeues the unacknowledged delivery
+
+    await consumer.process(delivery)
+
+    assert await inbox_rows(sessions, command) == 1
+    assert await level(sessions, sku) == StockLevel(sku, STOCK - 2, 2)
+    async with harness.consumer() as redelivered:
+        await redelivered.wait_finished(1)
+    assert await harness.ready_count(harness.queue) == 0
+    assert await inbox_rows(sessions, command) == 1
+    assert await level(sessions, sku) == StockLevel(sku, STOCK - 2, 2)
+    assert len(await replies_to(sessions, command)) == 1
