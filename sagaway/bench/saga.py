@@ -18,11 +18,19 @@ from dataclasses import dataclass, field
 
 from sagaway.bench.backends import DatabaseBackends
 from sagaway.bench.cost import BackendCost, CostRow, backend_cost, cost_rows, format_cost
+from sagaway.bench.invariants import find_problems
 from sagaway.bench.meter import CostMeter
 from sagaway.bench.proc import DEFAULT_GROUPS, CpuSampler
 from sagaway.bench.report import exit_code, format_report
 from sagaway.bench.scrape import MetricsSource, default_sources
-from sagaway.bench.workload import BenchSetupError, BenchTally, Workload, WorkloadOptions
+from sagaway.bench.workload import (
+    BenchSetupError,
+    BenchTally,
+    RunScope,
+    Workload,
+    WorkloadOptions,
+)
+from sagaway.database import create_engine, session_factory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,12 +64,15 @@ class BenchResult:
         costs: What each process used over the run.
         client_cpu_s: The bench client's own CPU over the run.
         backends: What the backends of the database under test used, if known.
+        problems: The saga invariants the run broke (empty: all hold); None when they
+            were not checked (no database to read).
     """
 
     tally: BenchTally
     costs: list[CostRow]
     client_cpu_s: float
     backends: BackendCost | None = None
+    problems: list[str] | None = None
 
     def cost_block(self) -> str:
         """The cost block of the report, per finished saga."""
@@ -99,7 +110,20 @@ def run_bench(options: BenchOptions) -> int:
         return 2
     print(format_report(result.tally, options.workload))
     print(result.cost_block())
-    return exit_code(result.tally)
+    print(invariants_line(result.problems))
+    code = exit_code(result.tally)
+    return 1 if result.problems else code
+
+
+def invariants_line(problems: Sequence[str] | None) -> str:
+    """The report's verdict on the saga invariants of the run."""
+    if problems is None:
+        return "invariants: not checked (no --database-url)"
+    if not problems:
+        return "invariants: hold (stock, credit, one saga per order, every saga settled)"
+    shown = "\n  ".join(problems[:20])
+    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    return f"invariants: {len(problems)} BROKEN\n  {shown}{more}"
 
 
 async def measure(options: BenchOptions) -> BenchResult:
@@ -122,12 +146,30 @@ async def measure(options: BenchOptions) -> BenchResult:
         tally = await workload.run()
         client_cpu_s = _own_cpu_s() - client_before
         after = await meter.settled_snapshot()
+        scope = workload.scope
+    problems = None
+    if options.database_url:
+        problems = await run_invariants(options.database_url, scope)
     return BenchResult(
         tally=tally,
         costs=cost_rows(before, after),
         client_cpu_s=client_cpu_s,
         backends=backend_cost(before, after, database.database) if database else None,
+        problems=problems,
     )
+
+
+async def run_invariants(database_url: str, scope: RunScope) -> list[str]:
+    """The saga invariants the run broke, read from the database under test."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        return await find_problems(
+            session_factory(engine),
+            stock_totals=scope.stock_totals,
+            customers_used=scope.customers,
+        )
+    finally:
+        await engine.dispose()
 
 
 def _own_cpu_s() -> float:

@@ -124,6 +124,15 @@ class RunCustomers:
     penniless: str
 
 
+@dataclass(frozen=True)
+class RunScope:
+    """What one run touched: the SKUs it stocked (with the units it set) and its
+    customers; the saga invariants of the run are checked over these."""
+
+    stock_totals: dict[str, int]
+    customers: tuple[str, ...]
+
+
 def order_body(
     index: int,
     *,
@@ -209,6 +218,8 @@ class Workload:
         self._timeout = aiohttp.ClientTimeout(total=min(30.0, options.timeout_s))
         self._session: aiohttp.ClientSession | None = None
         self._customers: RunCustomers | None = None
+        self._skus: tuple[str, ...] = BENCH_SKUS
+        self._stocked: dict[str, int] = {}
 
     async def __aenter__(self) -> Workload:
         # Opened here, not in __init__: an aiohttp session belongs to the running loop.
@@ -249,6 +260,16 @@ class Workload:
             raise RuntimeError("enter the Workload (async with) before using it")
         return self._session
 
+    @property
+    def scope(self) -> RunScope:
+        """What the run stocked and whose orders it placed (known once entered)."""
+        if self._customers is None:
+            raise RuntimeError("enter the Workload (async with) first")
+        return RunScope(
+            stock_totals=dict(self._stocked),
+            customers=(self._customers.funded, self._customers.penniless),
+        )
+
     async def run(self) -> BenchTally:
         """Place every order and wait for every saga; returns what was recorded."""
         if self._customers is None:
@@ -281,9 +302,12 @@ class Workload:
         headers = dict(JSON_HEADERS)
         if options.admin_token:
             headers["Authorization"] = f"Bearer {options.admin_token}"
-        # Every bench SKU gets enough free units for the whole run on its own.
-        stock = {sku: options.sagas for sku in BENCH_SKUS}
         run = secrets.token_hex(6)
+        # SKUs of the run's own, with enough free units for the whole run each: what
+        # they hold afterwards is this run's doing alone, so its invariants can be checked.
+        self._skus = tuple(f"{sku}-{run}" for sku in BENCH_SKUS)
+        stock = {sku: options.sagas for sku in self._skus}
+        self._stocked = dict(stock)
         customers = RunCustomers(funded=f"bench-{run}", penniless=f"bench-{run}-poor")
         credit = {customers.funded: 2 * options.sagas * UNIT_PRICE_CENTS}
         if options.reject_every and options.reject_kind == "stock":
@@ -335,6 +359,7 @@ class Workload:
                 customers=customers,
                 reject_every=options.reject_every,
                 reject_kind=options.reject_kind,
+                skus=self._skus,
             )
             t0 = time.perf_counter()
             try:

@@ -23,6 +23,7 @@ from sagaway.bench import (
     parse_stat,
     usage_of,
 )
+from sagaway.bench.saga import invariants_line
 from sagaway.supervisor import DEFAULT_METRICS_PORT_BASE, components
 
 pytestmark = pytest.mark.unit
@@ -282,3 +283,11 @@ def test_sagaway_up_runs_two_processes_by_default_and_six_when_split() -> None:
         "9404",
         "9405",
     ]
+
+
+def test_the_invariants_line_says_hold_broken_or_not_checked() -> None:
+    assert invariants_line(None) == "invariants: not checked (no --database-url)"
+    assert invariants_line([]).startswith("invariants: hold")
+    broken = invariants_line([f"sku S{n}: reserved 1, approved units 0" for n in range(25)])
+    assert broken.startswith("invariants: 25 BROKEN\n  sku S0:")
+    assert broken.count("\n  sku ") == 20 and broken.endswith("... and 5 more")
