@@ -1,0 +1,42 @@
+"""The peer's modes and the DBOS settings it runs with (no DBOS import here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+Mode = Literal["transactions", "steps"]
+MODES: Final[tuple[str, ...]] = get_args(Mode)
+IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
+ISOLATION_LEVELS: Final[tuple[str, ...]] = get_args(IsolationLevel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerTuning:
+    """DBOS's documented settings the peer exposes (see ``/work/notes`` for the choice).
+
+    Attributes:
+        sys_db_pool_size: DBOS's ``sys_db_pool_size`` (DBOS's default: 20).
+        app_pool_size: The application database pool (SQLAlchemy ``pool_size``).
+        max_executor_threads: DBOS's ``max_executor_threads`` (None: DBOS's default,
+            unbounded).
+        isolation_level: ``isolation_level`` of each datasource transaction (DBOS's
+            default: SERIALIZABLE). Every rule locks the rows it changes, so READ
+            COMMITTED keeps them correct and spares retries of serialization failures.
+    """
+
+    sys_db_pool_size: int = 20
+    app_pool_size: int = 20
+    max_executor_threads: int | None = None
+    isolation_level: IsolationLevel = "READ COMMITTED"
+
+    def to_args(self) -> list[str]:
+        """The server's command-line options for these settings."""
+        args = [
+            f"--sys-db-pool-size={self.sys_db_pool_size}",
+            f"--app-pool-size={self.app_pool_size}",
+            f"--isolation-level={self.isolation_level}",
+        ]
+        if self.max_executor_threads is not None:
+            args.append(f"--max-executor-threads={self.max_executor_threads}")
+        return args
