@@ -27,14 +27,29 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import uvicorn
-from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
+from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig, SQLAlchemyDatasource
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import sessionmaker
 
 from sagaway.bench_peer.dbos_routes import SagaTracker, create_app, start_orphans
-from sagaway.bench_peer.dbos_saga import build_order_saga
+from sagaway.bench_peer.dbos_saga import StepWriters, build_order_saga
 from sagaway.bench_peer.tables import metadata
-from sagaway.bench_peer.tuning import ISOLATION_LEVELS, MODES, IsolationLevel, Mode, PeerTuning
+from sagaway.bench_peer.tuning import (
+    ISOLATION_LEVELS,
+    MODES,
+    STYLES,
+    IsolationLevel,
+    Mode,
+    PeerTuning,
+    Style,
+)
 
 APP_NAME = "sagaway-peer"
 
@@ -71,6 +86,14 @@ def dbos_config(config: PeerConfig) -> DBOSConfig:
         "sys_db_pool_size": config.tuning.sys_db_pool_size,
         "log_level": config.log_level,
     }
+    if not config.tuning.sys_db_pre_ping:
+        # DBOS's own engine arguments, less the ping (db_engine_kwargs replaces them).
+        settings["db_engine_kwargs"] = {
+            "connect_args": {"application_name": "dbos_transact"},
+            "pool_timeout": 30,
+            "max_overflow": 0,
+            "pool_pre_ping": False,
+        }
     if config.tuning.max_executor_threads is not None:
         settings["max_executor_threads"] = config.tuning.max_executor_threads
     return settings
@@ -79,25 +102,19 @@ def dbos_config(config: PeerConfig) -> DBOSConfig:
 async def serve(config: PeerConfig) -> None:
     """Open the application database, launch DBOS, serve until SIGTERM or SIGINT."""
     pool = {"pool_size": config.tuning.app_pool_size, "max_overflow": 0, "pool_timeout": 30}
-    datasource: AsyncSQLAlchemyDatasource | None = None
-    if config.mode == "transactions":
-        datasource = await AsyncSQLAlchemyDatasource.create(
-            _plain(config.app_database_url), engine_kwargs=pool
-        )
-        engine: AsyncEngine = datasource.engine
-    else:
-        # Plain steps write with the application's own driver: asyncpg, as sagaway does.
-        url = make_url(config.app_database_url).set(drivername="postgresql+asyncpg")
-        engine = create_async_engine(url, **pool)
+    # The HTTP handlers write with the application's own driver: asyncpg, as sagaway's do.
+    url = make_url(config.app_database_url).set(drivername="postgresql+asyncpg")
+    engine = create_async_engine(url, **pool)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
+    writers, step_engine = await _step_writers(config, sessions, pool)
 
     DBOS(config=dbos_config(config))
     saga = build_order_saga(
         mode=config.mode,
-        datasource=datasource,
-        sessions=sessions,
+        style=config.tuning.style,
+        writers=writers,
         isolation_level=config.tuning.isolation_level,
     )
     DBOS.launch()
@@ -119,6 +136,30 @@ async def serve(config: PeerConfig) -> None:
         tracker.close()
         DBOS.destroy(workflow_completion_timeout_sec=5)
         await engine.dispose()
+        if isinstance(step_engine, AsyncEngine):
+            await step_engine.dispose()
+        elif step_engine is not None:
+            step_engine.dispose()
+
+
+async def _step_writers(
+    config: PeerConfig, sessions: async_sessionmaker[AsyncSession], pool: dict[str, Any]
+) -> tuple[StepWriters, AsyncEngine | Engine | None]:
+    """What the steps write with, and the engine to dispose of at the end (if any)."""
+    plain_url = _plain(config.app_database_url)
+    match config.mode, config.tuning.style:
+        case "transactions", "async":
+            ads = await AsyncSQLAlchemyDatasource.create(plain_url, engine_kwargs=pool)
+            return StepWriters(async_datasource=ads), ads.engine
+        case "transactions", "sync":
+            ds = await asyncio.to_thread(SQLAlchemyDatasource.create, plain_url, pool)
+            return StepWriters(sync_datasource=ds), ds.engine
+        case "steps", "async":
+            return StepWriters(async_sessions=sessions), None
+        case _:
+            # DBOS's synchronous steps need a synchronous driver: psycopg, which DBOS uses.
+            engine = create_engine(make_url(plain_url).set(drivername="postgresql+psycopg"), **pool)
+            return StepWriters(sync_sessions=sessionmaker(engine, expire_on_commit=False)), engine
 
 
 def parse_args(argv: Sequence[str] | None = None) -> PeerConfig:
@@ -130,12 +171,16 @@ def parse_args(argv: Sequence[str] | None = None) -> PeerConfig:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=MODES, required=True)
     defaults = PeerTuning()
+    parser.add_argument("--style", choices=STYLES, default=defaults.style)
     parser.add_argument(
         "--isolation-level", choices=ISOLATION_LEVELS, default=defaults.isolation_level
     )
     parser.add_argument("--sys-db-pool-size", type=int, default=defaults.sys_db_pool_size)
     parser.add_argument("--app-pool-size", type=int, default=defaults.app_pool_size)
     parser.add_argument("--max-executor-threads", type=int, default=defaults.max_executor_threads)
+    parser.add_argument(
+        "--sys-db-pre-ping", action=argparse.BooleanOptionalAction, default=defaults.sys_db_pre_ping
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     return PeerConfig(
@@ -145,10 +190,12 @@ def parse_args(argv: Sequence[str] | None = None) -> PeerConfig:
         port=args.port,
         mode=cast(Mode, args.mode),
         tuning=PeerTuning(
+            style=cast(Style, args.style),
             sys_db_pool_size=args.sys_db_pool_size,
             app_pool_size=args.app_pool_size,
             max_executor_threads=args.max_executor_threads,
             isolation_level=cast(IsolationLevel, args.isolation_level),
+            sys_db_pre_ping=args.sys_db_pre_ping,
         ),
         log_level=args.log_level,
     )

@@ -16,11 +16,13 @@ once from DBOS's status table, and only waited on through DBOS's polling handle.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from dbos import DBOS, SetWorkflowID, WorkflowHandleAsync
+from dbos import DBOS, SetWorkflowID, WorkflowHandle, WorkflowHandleAsync
 from fastapi import FastAPI, Header, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import select
@@ -72,11 +74,11 @@ class SagaTracker:
         self._limit = limit
         self._outcomes: OrderedDict[str, asyncio.Future[SagaOutcome]] = OrderedDict()
 
-    def track(self, saga_id: str, handle: WorkflowHandleAsync[SagaOutcome]) -> None:
+    def track(self, saga_id: str, outcome: OutcomeFactory) -> None:
         """Remember the workflow's outcome-to-be, unless it is already remembered."""
         if saga_id in self._outcomes:
             return
-        self._outcomes[saga_id] = asyncio.ensure_future(handle.get_result())
+        self._outcomes[saga_id] = outcome()
         while len(self._outcomes) > self._limit:
             _, oldest = self._outcomes.popitem(last=False)
             oldest.cancel()
@@ -117,9 +119,7 @@ def create_app(
     app = FastAPI(title="sagaway bench peer (DBOS Transact)", docs_url=None, redoc_url=None)
 
     async def start(order: OrderData) -> None:
-        with SetWorkflowID(str(order.order_id)):
-            handle = await DBOS.start_workflow_async(saga, order)
-        tracker.track(str(order.order_id), handle)
+        tracker.track(str(order.order_id), await start_saga(saga, order))
 
     @app.get("/readyz")
     async def readyz() -> dict[str, str]:
@@ -188,8 +188,7 @@ async def start_orphans(
         if await DBOS.get_workflow_status_async(str(row.id)) is not None:
             continue
         order = order_data(row.id, row.customer_id, row.items)
-        with SetWorkflowID(str(row.id)):
-            tracker.track(str(row.id), await DBOS.start_workflow_async(saga, order))
+        tracker.track(str(row.id), await start_saga(saga, order))
         started += 1
     return started
 
@@ -214,6 +213,37 @@ async def _untracked_status(saga_id: str, wait_s: float) -> tuple[str, str | Non
     except Exception:
         return FAILED, None
     return _from_outcome(outcome)
+
+
+OutcomeFactory = Callable[[], "asyncio.Future[SagaOutcome]"]
+
+
+async def start_saga(saga: OrderSaga, order: OrderData) -> OutcomeFactory:
+    """Start the order's workflow, its id the order's; DBOS has recorded it on return.
+
+    Returns:
+        What makes the future of the workflow's outcome, should it be wanted.
+    """
+    if saga.style == "async":
+        with SetWorkflowID(str(order.order_id)):
+            handle = await DBOS.start_workflow_async(saga.workflow, order)
+        return lambda: asyncio.ensure_future(handle.get_result())
+    sync_handle = await asyncio.to_thread(_start_sync, saga, order)
+    return lambda: _sync_outcome(sync_handle)
+
+
+def _start_sync(saga: OrderSaga, order: OrderData) -> WorkflowHandle[SagaOutcome]:
+    with SetWorkflowID(str(order.order_id)):
+        return DBOS.start_workflow(saga.workflow, order)
+
+
+def _sync_outcome(handle: WorkflowHandle[SagaOutcome]) -> asyncio.Future[SagaOutcome]:
+    # A synchronous workflow started here runs on DBOS's executor, and its handle holds
+    # that execution's future: waiting on it needs neither a thread nor a query.
+    future = getattr(handle, "future", None)
+    if isinstance(future, concurrent.futures.Future):
+        return asyncio.wrap_future(future)
+    return asyncio.ensure_future(asyncio.to_thread(handle.get_result))
 
 
 def _from_outcome(outcome: SagaOutcome) -> tuple[str, str | None]:

@@ -1,11 +1,16 @@
 """The order saga's business rules on the peer's tables, as sagaway's participants apply them.
 
 Each function runs inside a transaction it is handed (a DBOS datasource transaction, or
-a plain one a step opened) and commits nothing itself. The rules are sagaway's: reserve
+a plain one a step opened) and commits nothing itself. They are synchronous, so that one
+text serves DBOS's synchronous workflows and, through ``AsyncSession.run_sync``, its
+asynchronous ones. The rules are sagaway's: reserve
 every line or none (``out_of_stock``); authorize the total against the remaining credit
 (``insufficient_funds``; a customer never seen gets :data:`DEFAULT_CREDIT_LIMIT_CENTS`);
 the order is approved after both; a rejection compensates in reverse, rejects the order
-and notifies the customer. A compensation is idempotent: it leaves a tombstone row.
+and notifies the customer. A compensation is idempotent: it leaves a tombstone row. The
+authorization is never voided: the only step after it is the pivot, which has no
+business reason to fail (a technical failure there ends the saga FAILED, for an
+operator, as in sagaway).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from sagaway.bench_peer.tables import (
     authorizations,
@@ -58,13 +63,13 @@ class OrderData:
     total_cents: int
 
 
-async def reserve_inventory(session: AsyncSession, order: OrderData) -> str | None:
+def reserve_inventory(session: Session, order: OrderData) -> str | None:
     """Reserve every line, or nothing; the rejection reason, or None when reserved."""
     wanted = Counter[str]()
     for line in order.lines:
         wanted[line.sku] += line.quantity
     claimed = (
-        await session.execute(
+        session.execute(
             insert(reservations)
             .values(order_id=order.order_id, items=dict(wanted), status="RESERVED")
             .on_conflict_do_nothing(index_elements=[reservations.c.order_id])
@@ -74,14 +79,14 @@ async def reserve_inventory(session: AsyncSession, order: OrderData) -> str | No
     if claimed is None:
         # A step run again after its effect was committed: answer as the first run did.
         status = (
-            await session.execute(
+            session.execute(
                 select(reservations.c.status).where(reservations.c.order_id == order.order_id)
             )
         ).scalar_one()
         return None if status == "RESERVED" else OUT_OF_STOCK
     # Lock the SKUs in a fixed order so that two orders for the same SKUs cannot deadlock.
     rows = (
-        await session.execute(
+        session.execute(
             select(stock.c.sku, stock.c.available)
             .where(stock.c.sku.in_(sorted(wanted)))
             .order_by(stock.c.sku)
@@ -90,10 +95,10 @@ async def reserve_inventory(session: AsyncSession, order: OrderData) -> str | No
     ).all()
     available = {row.sku: row.available for row in rows}
     if any(available.get(sku, 0) < qty for sku, qty in wanted.items()):
-        await _set_reservation(session, order.order_id, "REJECTED")
+        _set_reservation(session, order.order_id, "REJECTED")
         return OUT_OF_STOCK
     for sku, qty in sorted(wanted.items()):
-        await session.execute(
+        session.execute(
             update(stock)
             .where(stock.c.sku == sku)
             .values(available=stock.c.available - qty, reserved=stock.c.reserved + qty)
@@ -101,10 +106,10 @@ async def reserve_inventory(session: AsyncSession, order: OrderData) -> str | No
     return None
 
 
-async def release_inventory(session: AsyncSession, order: OrderData) -> None:
+def release_inventory(session: Session, order: OrderData) -> None:
     """Give the order's reserved units back (compensation of ``reserve_inventory``)."""
     row = (
-        await session.execute(
+        session.execute(
             select(reservations.c.status, reservations.c["items"])
             .where(reservations.c.order_id == order.order_id)
             .with_for_update()
@@ -113,18 +118,18 @@ async def release_inventory(session: AsyncSession, order: OrderData) -> None:
     if row is None or row.status != "RESERVED":
         return
     for sku, qty in sorted(row.items.items()):
-        await session.execute(
+        session.execute(
             update(stock)
             .where(stock.c.sku == sku)
             .values(available=stock.c.available + qty, reserved=stock.c.reserved - qty)
         )
-    await _set_reservation(session, order.order_id, "RELEASED")
+    _set_reservation(session, order.order_id, "RELEASED")
 
 
-async def authorize_payment(session: AsyncSession, order: OrderData) -> str | None:
+def authorize_payment(session: Session, order: OrderData) -> str | None:
     """Authorize the total against the remaining credit; the rejection reason, or None."""
     claimed = (
-        await session.execute(
+        session.execute(
             insert(authorizations)
             .values(
                 order_id=order.order_id,
@@ -138,12 +143,12 @@ async def authorize_payment(session: AsyncSession, order: OrderData) -> str | No
     ).first()
     if claimed is None:
         status = (
-            await session.execute(
+            session.execute(
                 select(authorizations.c.status).where(authorizations.c.order_id == order.order_id)
             )
         ).scalar_one()
         return None if status == "AUTHORIZED" else INSUFFICIENT_FUNDS
-    await session.execute(
+    session.execute(
         insert(customers)
         .values(
             customer_id=order.customer_id,
@@ -153,16 +158,16 @@ async def authorize_payment(session: AsyncSession, order: OrderData) -> str | No
         .on_conflict_do_nothing(index_elements=[customers.c.customer_id])
     )
     customer = (
-        await session.execute(
+        session.execute(
             select(customers.c.credit_limit_cents, customers.c.authorized_cents)
             .where(customers.c.customer_id == order.customer_id)
             .with_for_update()
         )
     ).one()
     if customer.credit_limit_cents - customer.authorized_cents < order.total_cents:
-        await _set_authorization(session, order.order_id, "REJECTED")
+        _set_authorization(session, order.order_id, "REJECTED")
         return INSUFFICIENT_FUNDS
-    await session.execute(
+    session.execute(
         update(customers)
         .where(customers.c.customer_id == order.customer_id)
         .values(authorized_cents=customers.c.authorized_cents + order.total_cents)
@@ -170,40 +175,19 @@ async def authorize_payment(session: AsyncSession, order: OrderData) -> str | No
     return None
 
 
-async def void_payment(session: AsyncSession, order: OrderData) -> None:
-    """Release the order's authorization (compensation of ``authorize_payment``)."""
-    row = (
-        await session.execute(
-            select(authorizations.c.status, authorizations.c.amount_cents)
-            .where(authorizations.c.order_id == order.order_id)
-            .with_for_update()
-        )
-    ).first()
-    if row is None or row.status != "AUTHORIZED":
-        return
-    await session.execute(
-        update(customers)
-        .where(customers.c.customer_id == order.customer_id)
-        .values(authorized_cents=customers.c.authorized_cents - row.amount_cents)
-    )
-    await _set_authorization(session, order.order_id, "VOIDED")
-
-
-async def approve_order(session: AsyncSession, order: OrderData) -> None:
+def approve_order(session: Session, order: OrderData) -> None:
     """The pivot: the order becomes APPROVED; its reservation stays allocated to it."""
-    await _set_order(session, order.order_id, "APPROVED", None)
+    _set_order(session, order.order_id, "APPROVED", None)
 
 
-async def reject_order(session: AsyncSession, order: OrderData, reason: str) -> None:
+def reject_order(session: Session, order: OrderData, reason: str) -> None:
     """The order becomes REJECTED with the reason the saga compensated for."""
-    await _set_order(session, order.order_id, "REJECTED", reason)
+    _set_order(session, order.order_id, "REJECTED", reason)
 
 
-async def notify_customer(
-    session: AsyncSession, order: OrderData, template: str, reason: str | None
-) -> None:
+def notify_customer(session: Session, order: OrderData, template: str, reason: str | None) -> None:
     """Record the customer's message, once per order and template."""
-    await session.execute(
+    session.execute(
         insert(notifications)
         .values(
             order_id=order.order_id,
@@ -215,22 +199,20 @@ async def notify_customer(
     )
 
 
-async def _set_reservation(session: AsyncSession, order_id: uuid.UUID, status: str) -> None:
-    await session.execute(
+def _set_reservation(session: Session, order_id: uuid.UUID, status: str) -> None:
+    session.execute(
         update(reservations).where(reservations.c.order_id == order_id).values(status=status)
     )
 
 
-async def _set_authorization(session: AsyncSession, order_id: uuid.UUID, status: str) -> None:
-    await session.execute(
+def _set_authorization(session: Session, order_id: uuid.UUID, status: str) -> None:
+    session.execute(
         update(authorizations).where(authorizations.c.order_id == order_id).values(status=status)
     )
 
 
-async def _set_order(
-    session: AsyncSession, order_id: uuid.UUID, status: str, reason: str | None
-) -> None:
-    await session.execute(
+def _set_order(session: Session, order_id: uuid.UUID, status: str, reason: str | None) -> None:
+    session.execute(
         update(orders)
         .where(orders.c.id == order_id)
         .values(status=status, rejection_reason=reason, updated_at=func.now())

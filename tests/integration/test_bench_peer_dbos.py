@@ -1,4 +1,4 @@
-"""The DBOS peer of `sagaway bench --peer dbos`: the saga's three outcomes, in both modes."""
+"""The DBOS peer of `sagaway bench --peer dbos`: the saga's three outcomes, in every mode."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ pytest.importorskip(
 from sagaway.bench_peer.databases import PeerDatabases, connect
 from sagaway.bench_peer.invariants import check_dbos_invariants
 from sagaway.bench_peer.server import start_dbos_peer
+from sagaway.bench_peer.tuning import PeerTuning, Style
 from sagaway.settings import Settings
 from tests.support import free_port
 
@@ -26,14 +27,19 @@ def _order(customer_id: str, sku: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.parametrize("style", ["async", "sync"])
 @pytest.mark.parametrize("mode", ["transactions", "steps"])
 def test_the_peer_runs_each_outcome_and_keeps_the_invariants(
-    settings: Settings, run_id: str, mode: str
+    settings: Settings, run_id: str, mode: str, style: Style
 ) -> None:
-    prefix = f"sagaway_peer_{run_id}_{mode[:2]}"
+    prefix = f"sagaway_peer_{run_id}_{mode[:2]}_{style}"
     with (
         start_dbos_peer(
-            database_url=settings.database_url, port=free_port(), mode=mode, prefix=prefix
+            database_url=settings.database_url,
+            port=free_port(),
+            mode=mode,
+            prefix=prefix,
+            tuning=PeerTuning(style=style),
         ) as peer,
         httpx.Client(base_url=peer.url, timeout=30) as client,
     ):
