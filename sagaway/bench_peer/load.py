@@ -15,9 +15,11 @@ import asyncio
 import math
 import os
 import time
+import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -40,6 +42,7 @@ GOOD_CUSTOMER = "load-good"
 BROKE_CUSTOMER = "load-broke"
 TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+TRANSPORT_ATTEMPTS = 3
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Tally:
 
     latencies_ms: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
     wall_s: float = 0.0
 
 
@@ -109,14 +114,17 @@ async def run_phase(
                 "items": [{"sku": SKUS[index % len(SKUS)], "quantity": 1, "unit_price_cents": 100}],
                 "currency": "USD",
             }
+            # As the bench does: an idempotency key, so a POST lost in transport is retried.
+            key = {"Idempotency-Key": f"load-{uuid.uuid4()}"}
             t0 = time.perf_counter()
-            posted = await client.post("/orders", json=body)
+            posted = await _retried(partial(client.post, "/orders", json=body, headers=key), tally)
             if posted.status_code != 202:
                 tally.outcomes[f"POST {posted.status_code}"] += 1
                 continue
             path = f"/sagas/{posted.json()['saga_id']}"
             while True:
-                status = (await client.get(path, params={"wait_s": 30})).json()["status"]
+                answer = await _retried(partial(client.get, path, params={"wait_s": 30}), tally)
+                status = answer.json()["status"]
                 if status in TERMINAL:
                     break
             tally.latencies_ms.append((time.perf_counter() - t0) * 1000)
@@ -130,10 +138,26 @@ async def run_phase(
     return tally
 
 
+async def _retried(send: Callable[[], Awaitable[httpx.Response]], tally: Tally) -> httpx.Response:
+    for attempt in range(1, TRANSPORT_ATTEMPTS + 1):
+        tally.requests += 1
+        try:
+            return await send()
+        except httpx.TransportError as exc:
+            if attempt == TRANSPORT_ATTEMPTS:
+                raise
+            tally.retries[type(exc).__name__] += 1
+    raise AssertionError("unreachable")
+
+
 async def drive(url: str, pids: Sequence[int], args: argparse.Namespace) -> list[str]:
     """Prepare stock and credit, warm up, run the loaded and the serial phase."""
+    # A connection uvicorn closes while idle (after 5 s) fails the next request sent on
+    # it; _retried sends that again (the POST with its idempotency key).
     limits = httpx.Limits(
-        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+        max_connections=args.concurrency,
+        max_keepalive_connections=args.concurrency,
+        keepalive_expiry=args.keepalive_s,
     )
     lines = []
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -162,6 +186,7 @@ async def drive(url: str, pids: Sequence[int], args: argparse.Namespace) -> list
             f" (this load client {me_ms:.1f} ms)",
             f"  machine busy: {100 * (busy1 - busy0) / (all1 - all0):.0f}% of all CPUs",
             f"  outcomes: {dict(sorted(loaded.outcomes.items()))}",
+            f"  requests: {loaded.requests}, retried: {dict(loaded.retries)}",
         ]
         if args.serial:
             serial = await run_phase(client, sagas=args.serial, concurrency=1, reject_every=0)
@@ -187,6 +212,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reject-every", type=int, default=10)
     parser.add_argument("--serial", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument(
+        "--keepalive-s",
+        type=float,
+        default=30.0,
+        help="idle connections kept this long; the bench's 2 s costs this client more CPU",
+    )
     defaults = PeerTuning()
     parser.add_argument("--sys-db-pool-size", type=int, default=defaults.sys_db_pool_size)
     parser.add_argument("--app-pool-size", type=int, default=defaults.app_pool_size)

@@ -15,11 +15,12 @@ ISOLATION_LEVELS: Final[tuple[str, ...]] = get_args(IsolationLevel)
 
 @dataclass(frozen=True, kw_only=True)
 class PeerTuning:
-    """DBOS's documented settings the peer exposes (see ``/work/notes`` for the choice).
+    """DBOS's documented settings the peer exposes; the defaults are the tuned choice.
 
     Attributes:
         style: ``async`` (``async def`` workflows and steps on the server's event loop) or
-            ``sync`` (plain functions, which DBOS runs on its executor threads).
+            ``sync`` (plain functions, which DBOS runs on its executor threads). Equal in
+            throughput here; ``async`` is the FastAPI app's natural form.
         sys_db_pool_size: DBOS's ``sys_db_pool_size`` (DBOS's default: 20).
         app_pool_size: The application database pool (SQLAlchemy ``pool_size``).
         max_executor_threads: DBOS's ``max_executor_threads`` (None: DBOS's default,
@@ -28,8 +29,9 @@ class PeerTuning:
             default: SERIALIZABLE). Every rule locks the rows it changes, so READ
             COMMITTED keeps them correct and spares retries of serialization failures.
         sys_db_pre_ping: SQLAlchemy's ``pool_pre_ping`` on the system database engine,
-            through DBOS's ``db_engine_kwargs`` (DBOS's default: on, one more round
-            trip per checkout).
+            through DBOS's ``db_engine_kwargs`` (DBOS's default: on, one more round trip
+            per checkout; off, a connection the server dropped fails one call, which DBOS
+            retries).
     """
 
     style: Style = "async"
@@ -37,7 +39,7 @@ class PeerTuning:
     app_pool_size: int = 20
     max_executor_threads: int | None = None
     isolation_level: IsolationLevel = "READ COMMITTED"
-    sys_db_pre_ping: bool = True
+    sys_db_pre_ping: bool = False
 
     def to_args(self) -> list[str]:
         """The server's command-line options for these settings."""
