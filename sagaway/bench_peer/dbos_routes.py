@@ -2,11 +2,12 @@
 
 ``POST /orders`` commits the PENDING order, then starts its ``order_fulfillment``
 workflow with the order's id as the workflow id: DBOS writes the workflow's status row
-(with its input) before ``start_workflow_async`` returns, so both are durable before the
-202. The two are two commits, not one: the order row lives in the application database
-and the workflow in the system database. A retry with the same ``Idempotency-Key`` starts
-the same workflow id again, which DBOS turns into a no-op, so a client that retries
-closes the gap; :func:`start_orphans` closes it for the rest when the peer starts.
+(with its input) before ``DBOS.start_workflow_async`` (or ``start_workflow``) returns,
+so both are durable before the 202. The two are two commits, not one: the order row
+lives in the application database and the workflow in the system database. A retry with
+the same ``Idempotency-Key`` starts the same workflow id again, which DBOS turns into a
+no-op, so a client that retries closes the gap; :func:`start_orphans` closes it for the
+rest when the peer starts.
 
 ``GET /sagas/{id}?wait_s=N`` waits on the workflow's own handle (``get_result``), so a
 waiting client costs no database query; a workflow this process did not start is read
@@ -47,6 +48,9 @@ _DBOS_FAILED = frozenset({"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
 TRACKED_SAGAS = 200_000
 # Only for a workflow this process did not start (after a restart): DBOS polls for it.
 UNTRACKED_POLL_S = 0.1
+
+# Makes the future of a started workflow's outcome, when the tracker wants one.
+OutcomeFactory = Callable[[], "asyncio.Future[SagaOutcome]"]
 
 
 class StockBody(BaseModel):
@@ -213,9 +217,6 @@ async def _untracked_status(saga_id: str, wait_s: float) -> tuple[str, str | Non
     except Exception:
         return FAILED, None
     return _from_outcome(outcome)
-
-
-OutcomeFactory = Callable[[], "asyncio.Future[SagaOutcome]"]
 
 
 async def start_saga(saga: OrderSaga, order: OrderData) -> OutcomeFactory:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 import httpx
+import psycopg
 
 from sagaway.bench_peer.databases import DEFAULT_PREFIX, PeerDatabases, drop, recreate
 from sagaway.bench_peer.tuning import MODES, PeerTuning
@@ -80,7 +81,10 @@ def start_dbos_peer(
     if importlib.util.find_spec("dbos") is None:
         raise PeerUnavailable("DBOS Transact is not installed: pip install -e '.[bench]'")
     databases = PeerDatabases.derive(database_url, prefix=prefix)
-    recreate(databases)
+    try:
+        recreate(databases)
+    except psycopg.Error as exc:
+        raise PeerUnavailable(f"cannot create the peer's databases: {exc}") from exc
     try:
         with tempfile.TemporaryFile() as log:
             process = subprocess.Popen(
