@@ -7,11 +7,13 @@ below are DBOS's documented ones; ``docs/`` references are to DBOS's documentati
 
 - ``system_database_url`` on the same PostgreSQL, a database of its own
   (python/reference/configuration.md, "Database Connection Settings").
-- ``sys_db_pool_size`` (default 20) and ``max_executor_threads`` (default unbounded):
-  the only execution knobs the configuration reference lists.
+- ``sys_db_pool_size`` (default 20), ``max_executor_threads`` (default unbounded) and
+  ``db_engine_kwargs`` (the system pool's SQLAlchemy arguments; the tuned peer drops
+  DBOS's ``pool_pre_ping``), from the same page.
 - the application database as a datasource (python/tutorials/transaction-tutorial.md:
   "Datasources are the recommended approach"), with its SQLAlchemy ``engine_kwargs``
-  pool and a transaction ``isolation_level`` (default ``SERIALIZABLE``).
+  pool and a transaction ``isolation_level`` (DBOS's default SERIALIZABLE; the tuned
+  peer uses READ COMMITTED, safe because every rule locks the rows it changes).
 - ``application_version`` set explicitly, ``log_level`` WARNING; no queue: the workflows
   start directly from the request, which is what the docs do for HTTP-started work
   (queues are for bounding concurrency, and the bench bounds it already).
