@@ -10,10 +10,10 @@ API_PORT ?= 8000
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install sagaway with its dev tools
+install: $(STAMP) ## create .venv and install sagaway with its dev tools and the bench extra
 
 services: ## start the local PostgreSQL and RabbitMQ if they are installed but stopped
 	./scripts/ensure-services.sh
