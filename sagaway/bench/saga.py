@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sagaway.bench.backends import DatabaseBackends
 from sagaway.bench.cost import BackendCost, CostRow, backend_cost, cost_rows, format_cost
@@ -31,6 +32,10 @@ from sagaway.bench.workload import (
     WorkloadOptions,
 )
 from sagaway.database import create_engine, session_factory
+from sagaway.settings import Settings
+
+if TYPE_CHECKING:
+    from sagaway.bench.peer import PeerMode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +49,9 @@ class BenchOptions:
         pids: Further processes whose CPU is read from ``/proc``, by name.
         proc_groups: Whether PostgreSQL's and RabbitMQ's processes are read from ``/proc``.
         database_url: The database under test, whose backends' CPU is shown apart from the
-            whole server's; None shows only the server's.
+            whole server's, and whose saga invariants are checked; None does neither.
+        scrape: Whether to read ``/metrics`` at all (a peer without any does not).
+        peer: Also run the workload on the DBOS peer in this mode, right after.
     """
 
     url: str
@@ -53,6 +60,8 @@ class BenchOptions:
     pids: Mapping[str, Sequence[int]] = field(default_factory=dict)
     proc_groups: bool = True
     database_url: str | None = None
+    scrape: bool = True
+    peer: PeerMode | None = None
 
 
 @dataclass(frozen=True)
@@ -111,8 +120,26 @@ def run_bench(options: BenchOptions) -> int:
     print(format_report(result.tally, options.workload))
     print(result.cost_block())
     print(invariants_line(result.problems))
-    code = exit_code(result.tally)
-    return 1 if result.problems else code
+    code = 1 if result.problems else exit_code(result.tally)
+    if options.peer is None:
+        return code
+    from sagaway.bench.peer import measure_peer, ratio_line
+
+    print(f"\n--- the same workload on DBOS Transact ({options.peer}) ---", flush=True)
+    try:
+        peer = measure_peer(
+            options,
+            mode=options.peer,
+            database_url=options.database_url or Settings().database_url,
+        )
+    except BenchSetupError as exc:
+        print(f"bench: the peer could not be prepared: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(peer.tally, options.workload))
+    print(peer.cost_block())
+    print(invariants_line(peer.problems))
+    print(ratio_line(result, peer, options.peer))
+    return max(code, 1 if peer.problems else exit_code(peer.tally))
 
 
 def invariants_line(problems: Sequence[str] | None) -> str:
@@ -132,7 +159,7 @@ async def measure(options: BenchOptions) -> BenchResult:
     Raises:
         BenchSetupError: The system cannot be prepared for the run.
     """
-    sources = options.metrics or default_sources(options.url)
+    sources = (options.metrics or default_sources(options.url)) if options.scrape else ()
     cpu = CpuSampler(comm_groups=DEFAULT_GROUPS if options.proc_groups else {}, pids=options.pids)
     database = DatabaseBackends(options.database_url) if options.database_url else None
     async with (
