@@ -310,7 +310,15 @@ class SagaEngine:
                 return transition.state, messages, history
             if starting:
                 # The caller's rows may still be deferred to the commit (an order placed
-                # in this transaction): a local step must see them.
+                # in this transaction): a local step must see them. That is a second
+                # statement, atomic with the rest only inside a real transaction.
+                if session.get_bind().get_execution_options().get("isolation_level") == (
+                    "AUTOCOMMIT"
+                ):
+                    raise RuntimeError(
+                        f"saga {record.saga_type} starts with a local step: start it in a "
+                        "transaction, not an autocommit session"
+                    )
                 await flush_deferred(session)
                 starting = False
             result = await self._locals[local.local.handler](

@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     event,
+    exists,
     func,
     insert,
     literal,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.selectable import TableValuedAlias
@@ -41,6 +43,7 @@ _KEY = "sagaway.deferred"
 _CACHE = "sagaway.transaction_cache"
 _SAVEPOINTS = "sagaway.savepoints"
 _WRITTEN = "sagaway.written"
+_GUARD_WON = "sagaway.guard_won"
 
 
 @dataclass
@@ -52,6 +55,31 @@ class _Pending:
     # once, with its last values.
     updates: dict[Table, dict[Any, dict[str, Any]]] = field(default_factory=dict)
     order: list[tuple[str, Table]] = field(default_factory=list)
+    # An insert that decides whether the rest is written (see ``defer_guard``).
+    guard: tuple[Table, dict[str, Any], tuple[str, ...]] | None = None
+
+
+def defer_guard(
+    session: AsyncSession, table: Table, row: Mapping[str, Any], *, conflict: Sequence[str]
+) -> None:
+    """Insert ``row`` when the transaction commits unless a row with the same ``conflict``
+    columns exists, and write the transaction's other deferred rows only if it was new.
+
+    Deciding and writing are then one statement: with an idempotency key, a request
+    costs one round trip however many tables it writes. :func:`guard_won` tells the
+    outcome once the rows were sent (:func:`flush_deferred`, or the commit).
+    """
+    pending = _pending(session)
+    if pending.guard is not None:
+        raise ValueError("a transaction takes one deferred guard")
+    pending.guard = (table, dict(row), tuple(conflict))
+
+
+def guard_won(session: AsyncSession) -> bool | None:
+    """Whether the last flush's guard row was new (so the rest was written); None when
+    no guard was flushed."""
+    won = session.sync_session.info.get(_GUARD_WON)
+    return won if isinstance(won, bool) else None
 
 
 def defer_insert(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -110,10 +138,14 @@ def _pending(session: AsyncSession) -> _Pending:
 
 def _flush(session: Session) -> None:
     pending = session.info.pop(_KEY, None)
-    if not isinstance(pending, _Pending) or not pending.order:
+    if not isinstance(pending, _Pending) or not (pending.order or pending.guard):
         return
     shape: list[tuple[str, Table, tuple[str, ...]]] = []
     params: dict[str, Any] = {}
+    if pending.guard is not None:
+        table, row, conflict = pending.guard
+        shape.append(("guard", table, (*row, "|", *conflict)))
+        params.update({f"g_{c}": v for c, v in row.items()})
     for n, (kind, table) in enumerate(pending.order):
         if kind == "insert":
             rows = pending.inserts[table]
@@ -135,7 +167,11 @@ def _flush(session: Session) -> None:
     statement = _STATEMENTS.get(key)
     if statement is None:
         statement = _STATEMENTS[key] = _combined(shape)
-    session.execute(statement, params)
+    won = bool(session.execute(statement, params).scalar_one())
+    if pending.guard is not None:
+        session.info[_GUARD_WON] = won
+        if not won:
+            return
     # Handed to a handoff only once the transaction commits: a flush inside it may
     # still be rolled back (with a savepoint, or the whole transaction).
     written = session.info.setdefault(_WRITTEN, [])
@@ -157,24 +193,43 @@ def _columns(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]
 def _combined(shape: Sequence[tuple[str, Table, tuple[str, ...]]]) -> Select[Any]:
     """``WITH w0 AS (INSERT ... SELECT FROM unnest(...)), w1 AS (UPDATE ... FROM
     unnest(...)) SELECT 1``: PostgreSQL runs every data-modifying CTE, and checks
-    foreign keys at the end of the statement, so their order does not matter."""
+    foreign keys at the end of the statement, so their order does not matter. With a
+    guard first, ``g AS (INSERT ... ON CONFLICT DO NOTHING RETURNING 1)``, every other
+    part writes only if ``g`` did, and the statement answers whether it did."""
     ctes = []
+    guard = None
+    if shape and shape[0][0] == "guard":
+        _, table, spec = shape[0]
+        split = spec.index("|")
+        columns, conflict = spec[:split], spec[split + 1 :]
+        guard = (
+            pg_insert(table)
+            .values({c: bindparam(f"g_{c}", type_=table.c[c].type) for c in columns})
+            .on_conflict_do_nothing(index_elements=list(conflict))
+            .returning(literal(1).label("won"))
+            .cte("g")
+        )
+        ctes.append(guard)
+        shape = shape[1:]
     for n, (kind, table, columns) in enumerate(shape):
         if kind == "insert":
             source = _unnest(table, columns, n, ordinality=True)
             # In the order deferred: an outbox's ids order a saga's messages.
             rows = select(*[source.c[c] for c in columns]).order_by(source.c.ord)
+            if guard is not None:
+                rows = rows.where(exists(select(guard.c.won)))
             ctes.append(insert(table).from_select(list(columns), rows).cte(f"w{n}"))
         else:
             (pk,) = table.primary_key.columns
             source = _unnest(table, ("_pk", *columns), n, ordinality=False, pk=pk)
-            ctes.append(
-                update(table)
-                .values({c: source.c[c] for c in columns})
-                .where(pk == source.c["_pk"])
-                .cte(f"w{n}")
-            )
-    return select(literal(1)).add_cte(*ctes)
+            change = update(table).values({c: source.c[c] for c in columns})
+            change = change.where(pk == source.c["_pk"])
+            if guard is not None:
+                change = change.where(exists(select(guard.c.won)))
+            ctes.append(change.cte(f"w{n}"))
+    if guard is None:
+        return select(literal(1)).add_cte(*ctes)
+    return select(func.count()).select_from(guard).add_cte(*ctes[1:])
 
 
 def _unnest(
@@ -224,6 +279,7 @@ def _snapshot(session: Session) -> _Snapshot:
             inserts={t: list(rows) for t, rows in pending.inserts.items()},
             updates={t: dict(rows) for t, rows in pending.updates.items()},
             order=list(pending.order),
+            guard=pending.guard,
         )
     cache_copy = None
     if isinstance(cache, dict):
@@ -265,7 +321,7 @@ def _on_commit(session: Session) -> None:
 
 
 def _forget(session: Session) -> None:
-    for key in (_KEY, _CACHE, _SAVEPOINTS, _WRITTEN):
+    for key in (_KEY, _CACHE, _SAVEPOINTS, _WRITTEN, _GUARD_WON):
         session.info.pop(key, None)
     handoff.forget(session.info)
 

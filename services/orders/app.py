@@ -46,9 +46,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.db_engine = db
         app.state.sessions = session_factory(db)
-        # A status read is one statement: in autocommit it is one round trip, not three
-        # (no BEGIN, no ROLLBACK around it).
-        app.state.read_sessions = session_factory(
+        # A status read, or placing an order, is one statement: in autocommit it is one
+        # round trip, not three (no BEGIN, no COMMIT or ROLLBACK around it).
+        app.state.autocommit_sessions = session_factory(
             db.execution_options(isolation_level="AUTOCOMMIT")
         )
         app.state.saga_engine = build_engine(settings)

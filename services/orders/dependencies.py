@@ -23,8 +23,13 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def _read_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.read_sessions
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.autocommit_sessions
     return sessions
+
+
+async def _one_statement_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.autocommit_sessions() as session:
+        yield session
 
 
 async def _watcher(request: Request) -> SagaEndWatcher:
@@ -52,6 +57,9 @@ async def _settings(request: Request) -> Settings:
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
+OneStatementSessionDep = Annotated[AsyncSession, Depends(_one_statement_session)]
+"""An autocommit session, for a handler whose writes all go out as one statement (so
+they are atomic without BEGIN and COMMIT round trips): placing an order."""
 ReadSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_read_sessions)]
 """Autocommit sessions, for reads of one statement each (no BEGIN/ROLLBACK round trips),
 and for a handler that must not hold a connection for its whole request (a long poll)."""

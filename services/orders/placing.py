@@ -7,12 +7,11 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.definitions import ORDER_FULFILLMENT
 from orchestrator.engine import SagaEngine
-from outbox.deferred import defer_insert
+from outbox.deferred import defer_guard, defer_insert, flush_deferred, guard_won
 from services.orders.schemas import OrderRequest
 from services.orders.tables import idempotency_keys, orders
 
@@ -45,36 +44,31 @@ async def place_order(
 ) -> PlacedOrder:
     """Write the order, its saga and the first command; the caller commits.
 
-    With an idempotency key the key row is inserted first. A concurrent request with
-    the same key blocks on the key's primary key until this transaction ends, then
-    finds the row and replays this answer: one key, one order.
+    All of it goes to PostgreSQL as one statement (``outbox.deferred``), so in an
+    autocommit session the request is one round trip and still all or nothing. With an
+    idempotency key the key's insert leads that statement and the rest is written only
+    if the key is new; otherwise the first answer is replayed (or, for another body,
+    ``IdempotencyKeyReused``). A concurrent request with the same key blocks on the
+    key's primary key until the first one committed, then finds it: one key, one order.
     """
     order_id, saga_id = uuid.uuid4(), uuid.uuid4()
+    fingerprint = None
     if idempotency_key is not None:
         fingerprint = request_fingerprint(request)
-        claimed = (
-            await session.execute(
-                pg_insert(idempotency_keys)
-                .values(
-                    key=idempotency_key,
-                    request_hash=fingerprint,
-                    order_id=order_id,
-                    saga_id=saga_id,
-                    status_code=202,
-                )
-                .on_conflict_do_nothing(index_elements=[idempotency_keys.c.key])
-                .returning(idempotency_keys.c.key)
-            )
-        ).first()
-        if claimed is None:
-            first = (
-                await session.execute(
-                    select(idempotency_keys).where(idempotency_keys.c.key == idempotency_key)
-                )
-            ).one()
-            if first.request_hash != fingerprint:
-                raise IdempotencyKeyReused(idempotency_key)
-            return PlacedOrder(first.order_id, first.saga_id, replayed=True)
+        # The key decides, in the same statement, whether the order, its saga and its
+        # first command are written: one round trip, and one key, one order.
+        defer_guard(
+            session,
+            idempotency_keys,
+            {
+                "key": idempotency_key,
+                "request_hash": fingerprint,
+                "order_id": order_id,
+                "saga_id": saga_id,
+                "status_code": 202,
+            },
+            conflict=["key"],
+        )
 
     items = [i.model_dump() for i in request.items]
     total = request.total_cents
@@ -109,4 +103,18 @@ async def place_order(
             "currency": request.currency,
         },
     )
-    return PlacedOrder(order_id, saga_id)
+    if idempotency_key is None:
+        return PlacedOrder(order_id, saga_id)
+    # Sent now, to learn whether the key was new. A concurrent request with the same key
+    # waits on the key's primary key until the first one committed, then finds it.
+    await flush_deferred(session)
+    if guard_won(session):
+        return PlacedOrder(order_id, saga_id)
+    first = (
+        await session.execute(
+            select(idempotency_keys).where(idempotency_keys.c.key == idempotency_key)
+        )
+    ).one()
+    if first.request_hash != fingerprint:
+        raise IdempotencyKeyReused(idempotency_key)
+    return PlacedOrder(first.order_id, first.saga_id, replayed=True)

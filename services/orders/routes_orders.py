@@ -9,7 +9,11 @@ import structlog
 from fastapi import APIRouter, Header, HTTPException, Response
 from sqlalchemy import select
 
-from services.orders.dependencies import EngineDep, SessionDep
+from services.orders.dependencies import (
+    EngineDep,
+    OneStatementSessionDep,
+    ReadSessionsDep,
+)
 from services.orders.placing import IdempotencyKeyReused, place_order
 from services.orders.responses import invalid, not_a_uuid, problem
 from services.orders.schemas import OrderAccepted, OrderRequest, OrderView
@@ -41,7 +45,7 @@ router = APIRouter(tags=["orders"])
 async def create_order(
     body: OrderRequest,
     response: Response,
-    session: SessionDep,
+    session: OneStatementSessionDep,
     engine: EngineDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)
@@ -79,9 +83,10 @@ async def create_order(
     response_model=OrderView,
     responses={404: problem("Unknown order", "order not found"), 422: not_a_uuid("order_id")},
 )
-async def get_order(order_id: uuid.UUID, session: SessionDep) -> OrderView:
+async def get_order(order_id: uuid.UUID, sessions: ReadSessionsDep) -> OrderView:
     """The order and where it stands."""
-    row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()
+    async with sessions() as session:
+        row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()
     if row is None:
         raise HTTPException(status_code=404, detail="order not found")
     return OrderView(

@@ -52,8 +52,9 @@ async def test_the_bench_reports_outcomes_latency_and_the_cost_of_a_saga(
     # not named with --metrics-url, so they are not in the block.
     api_line = re.search(rf"^api{NUMBER * 7}$", report, re.MULTILINE)
     assert api_line, report
-    statements, transactions = float(api_line.group(2)), float(api_line.group(3))
-    assert statements >= 1 and transactions >= 1  # at least the order's own transaction
+    statements, round_trips = float(api_line.group(2)), float(api_line.group(5))
+    # At least the order's own statement (one, in autocommit: no transaction around it).
+    assert statements >= 1 and round_trips >= statements
     assert re.search(rf"^postgres{NUMBER}(\s+-){{6}}$", report, re.MULTILINE), report
     assert re.search(rf"^total{NUMBER * 7}$", report, re.MULTILINE), report
     assert re.search(r"^AMQP per saga: \d+\.\d\d publishes, \d+\.\d\d deliveries$", report, re.M)

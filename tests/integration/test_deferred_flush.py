@@ -36,7 +36,7 @@ from outbox.publisher import PublishResult, RawMessage
 from outbox.writer import OutboxWriter
 from sagaway.database import create_engine, session_factory
 from sagaway.settings import Settings
-from services.orders.tables import orders
+from services.orders.tables import idempotency_keys, orders
 
 writer = OutboxWriter(outbox)
 repo = SagaRepository()
@@ -626,3 +626,99 @@ async def test_a_row_inserted_then_updated_in_one_transaction_keeps_the_update(
 
     row = await saga_row(db, saga_id)
     assert (row.cursor, row.version) == (1, 2)
+
+
+async def test_a_guard_writes_everything_in_one_statement_only_when_its_row_is_new(
+    counted: Counted, db: AsyncEngine, scratch: Scratch
+) -> None:
+    key = f"guard-{uuid.uuid4()}"
+    first, second = scratch.saga_id(), scratch.saga_id()
+
+    async def place(saga_id: uuid.UUID, request_hash: str) -> bool | None:
+        async with counted.sessions() as session, session.begin():
+            deferred.defer_guard(
+                session,
+                idempotency_keys,
+                {
+                    "key": key,
+                    "request_hash": request_hash,
+                    "order_id": saga_id,
+                    "saga_id": saga_id,
+                    "status_code": 202,
+                },
+                conflict=["key"],
+            )
+            await add_saga(session, saga_id)
+            await writer.add(session, scratch.message(saga_id))
+            await flush_deferred(session)
+            return deferred.guard_won(session)
+
+    try:
+        assert await place(first, "a") is True
+        # The key, the saga and its command: one statement.
+        [statement] = counted.sent()
+        assert statement.lstrip().startswith("WITH")
+        # The same key again: the statement writes nothing else, and says so.
+        assert await place(second, "b") is False
+        assert len(counted.sent()) == 1
+        assert (await saga_row(db, first)).status == "RUNNING"
+        async with db.connect() as conn:
+            assert await conn.scalar(select(func.count()).where(sagas.c.id == second)) == 0
+            kept = (
+                await conn.execute(
+                    select(idempotency_keys.c.saga_id, idempotency_keys.c.request_hash).where(
+                        idempotency_keys.c.key == key
+                    )
+                )
+            ).one()
+            commands = (
+                await conn.execute(
+                    select(outbox.c.saga_id).where(outbox.c.exchange == scratch.exchange)
+                )
+            ).all()
+        assert tuple(kept) == (first, "a")
+        assert [c.saga_id for c in commands] == [first]
+    finally:
+        async with db.begin() as conn:
+            await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.key == key))
+
+
+async def test_a_guard_that_loses_hands_nothing_to_a_handoff(
+    counted: Counted, scratch: Scratch
+) -> None:
+    key = f"guard-{uuid.uuid4()}"
+    try:
+        async with counted.sessions() as session, session.begin():
+            deferred.defer_guard(
+                session,
+                idempotency_keys,
+                {
+                    "key": key,
+                    "request_hash": "x",
+                    "order_id": uuid.uuid4(),
+                    "saga_id": uuid.uuid4(),
+                    "status_code": 202,
+                },
+                conflict=["key"],
+            )
+        saga_id = scratch.saga_id()
+        async with counted.sessions() as session, session.begin():
+            deferred.defer_guard(
+                session,
+                idempotency_keys,
+                {
+                    "key": key,
+                    "request_hash": "x",
+                    "order_id": saga_id,
+                    "saga_id": saga_id,
+                    "status_code": 202,
+                },
+                conflict=["key"],
+            )
+            await writer.add(session, scratch.message(saga_id))
+            await flush_deferred(session)
+            assert deferred.guard_won(session) is False
+            assert session.sync_session.info.get("sagaway.written") in (None, [])
+    finally:
+        async with counted.sessions() as session, session.begin():
+            await session.execute(delete(idempotency_keys).where(idempotency_keys.c.key == key))
