@@ -202,17 +202,10 @@ class Consumer:
                     await self._handoff.publish(handing)
                 return fresh
             except Exception as exc:
-                if is_transient(exc) and not self._stop.is_set():
-                    log.warning(
-                        "database unavailable, holding messages",
-                        error=type(exc).__name__,
-                        count=len(parsed),
-                        retry_in_s=backoff,
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_HOLD_BACKOFF_S)
-                    continue
-                raise _BatchFailed from exc
+                held = await self._hold(exc, backoff, count=len(parsed))
+                if held is None:
+                    raise _BatchFailed from exc
+                backoff = held
 
     async def _handle_in_span(
         self, session: AsyncSession, message: AbstractIncomingMessage, envelope: Envelope
@@ -291,17 +284,9 @@ class Consumer:
                 await _settle(message.reject(requeue=False))
                 return "dead_lettered"
             except Exception as exc:
-                if is_transient(exc) and not self._stop.is_set():
-                    # The database is briefly away (restart, failover, deadlock): keep
-                    # the message and try again instead of spending its delivery budget,
-                    # which is meant for messages that are themselves at fault.
-                    log.warning(
-                        "database unavailable, holding message",
-                        error=type(exc).__name__,
-                        retry_in_s=backoff,
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_HOLD_BACKOFF_S)
+                held = await self._hold(exc, backoff, count=1)
+                if held is not None:
+                    backoff = held
                     continue
                 deliveries = self._count_failure(message, envelope)
                 if deliveries >= self._delivery_limit:
@@ -318,6 +303,22 @@ class Consumer:
             await self._handoff.publish(handing)
         await _settle(message.ack())
         return "applied" if fresh else "duplicate"
+
+    async def _hold(self, exc: Exception, backoff: float, *, count: int) -> float | None:
+        """When ``exc`` says the database is briefly away (restart, failover, deadlock),
+        wait ``backoff`` and return the next one: the messages are kept and tried again
+        instead of spending their delivery budget, which is meant for messages that are
+        themselves at fault. None when they are at fault, or the consumer is stopping."""
+        if not is_transient(exc) or self._stop.is_set():
+            return None
+        log.warning(
+            "database unavailable, holding messages",
+            error=type(exc).__name__,
+            count=count,
+            retry_in_s=backoff,
+        )
+        await asyncio.sleep(backoff)
+        return min(backoff * 2, MAX_HOLD_BACKOFF_S)
 
     def _count_failure(self, message: AbstractIncomingMessage, envelope: Envelope) -> int:
         """Deliveries of this message so far, this one included.
