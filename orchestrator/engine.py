@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,16 +153,7 @@ class SagaEngine:
         )
         # One insert with the state after the first moves (the row must precede its
         # history for the foreign key; local actions do not read the saga row).
-        await self._repo.add(
-            session,
-            saga_id=saga_id,
-            saga_type=saga_type,
-            order_id=order_id,
-            correlation_id=correlation_id,
-            data=data,
-            state=state,
-            now=now,
-        )
+        await self._repo.add(session, replace(record, state=state))
         await self._persist(session, record, state, messages, history, now, update=False)
         metrics.observe_transition(saga_type, None, state)
         return state

@@ -61,51 +61,30 @@ class HistoryRow:
 class SagaRepository:
     """Loads and saves sagas within the caller's session."""
 
-    async def add(
-        self,
-        session: AsyncSession,
-        *,
-        saga_id: uuid.UUID,
-        saga_type: str,
-        order_id: uuid.UUID | None,
-        correlation_id: uuid.UUID,
-        data: dict[str, Any],
-        state: SagaState,
-        now: datetime,
-    ) -> None:
+    async def add(self, session: AsyncSession, record: SagaRecord) -> SagaRecord:
         """Insert a new saga (sent at commit with the rest), remembering the current
-        trace context as its trace."""
-        record = SagaRecord(
-            id=saga_id,
-            saga_type=saga_type,
-            order_id=order_id,
-            correlation_id=correlation_id,
-            data=data,
-            state=state,
-            version=1,
-            created_at=now,
-            updated_at=now,
-            traceparent=inject(),
-        )
+        trace context as its trace; returns the record as stored."""
+        stored = replace(record, version=1, traceparent=inject())
         defer_insert(
             session,
             sagas,
             [
                 {
-                    "id": saga_id,
-                    "saga_type": saga_type,
-                    "order_id": order_id,
-                    "correlation_id": correlation_id,
-                    "data": data,
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": record.version,
-                    "traceparent": record.traceparent,
-                    **_state_columns(state),
+                    "id": stored.id,
+                    "saga_type": stored.saga_type,
+                    "order_id": stored.order_id,
+                    "correlation_id": stored.correlation_id,
+                    "data": stored.data,
+                    "created_at": stored.created_at,
+                    "updated_at": stored.updated_at,
+                    "version": stored.version,
+                    "traceparent": stored.traceparent,
+                    **_state_columns(stored.state),
                 }
             ],
         )
-        _known(session)[saga_id] = record
+        _known(session)[stored.id] = stored
+        return stored
 
     async def get(
         self, session: AsyncSession, saga_id: uuid.UUID, *, for_update: bool = False

@@ -1,4 +1,4 @@
-"""Writes gathered during a transaction and sent as one statement per table at commit.
+"""Writes gathered during a transaction and sent as one statement at commit.
 
 A consumer applies a whole batch of messages in one transaction; each message adds an
 outbox row, history lines, a new saga state. Sent one by one, each is a round trip that
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -36,8 +36,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.selectable import TableValuedAlias
-
-from outbox import handoff
 
 _KEY = "sagaway.deferred"
 _CACHE = "sagaway.transaction_cache"
@@ -140,11 +138,11 @@ def _flush(session: Session) -> None:
     pending = session.info.pop(_KEY, None)
     if not isinstance(pending, _Pending) or not (pending.order or pending.guard):
         return
-    shape: list[tuple[str, Table, tuple[str, ...]]] = []
+    shape: list[_Part] = []
     params: dict[str, Any] = {}
     if pending.guard is not None:
         table, row, conflict = pending.guard
-        shape.append(("guard", table, (*row, "|", *conflict)))
+        shape.append(_Part("guard", table, tuple(row), conflict))
         params.update({f"g_{c}": v for c, v in row.items()})
     for n, (kind, table) in enumerate(pending.order):
         if kind == "insert":
@@ -159,7 +157,7 @@ def _flush(session: Session) -> None:
             params[f"p{n}__pk"] = list(updates)
             for c in columns:
                 params[f"p{n}_{c}"] = [r[c] for r in rows]
-        shape.append((kind, table, columns))
+        shape.append(_Part(kind, table, columns))
     # Every table's rows in one statement: one round trip at commit, whatever the
     # transaction wrote. Its text depends only on which tables and columns, so it is
     # built, compiled and prepared once per shape.
@@ -172,15 +170,25 @@ def _flush(session: Session) -> None:
         session.info[_GUARD_WON] = won
         if not won:
             return
-    # Handed to a handoff only once the transaction commits: a flush inside it may
-    # still be rolled back (with a savepoint, or the whole transaction).
+    # Read by a handoff only once the transaction commits (``committed_inserts``): a
+    # flush inside it may still be rolled back (with a savepoint, or the whole of it).
     written = session.info.setdefault(_WRITTEN, [])
     for kind, table in pending.order:
         if kind == "insert":
             written.append((table, pending.inserts[table]))
 
 
-_STATEMENTS: dict[tuple[tuple[str, Table, tuple[str, ...]], ...], Select[Any]] = {}
+class _Part(NamedTuple):
+    """One part of the combined statement: what it does, to which table, which columns
+    (and, for the guard, the columns whose conflict makes it lose)."""
+
+    kind: str  # "guard", "insert" or "update"
+    table: Table
+    columns: tuple[str, ...]
+    conflict: tuple[str, ...] = ()
+
+
+_STATEMENTS: dict[tuple[_Part, ...], Select[Any]] = {}
 
 
 def _columns(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -190,7 +198,7 @@ def _columns(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]
     return columns
 
 
-def _combined(shape: Sequence[tuple[str, Table, tuple[str, ...]]]) -> Select[Any]:
+def _combined(shape: Sequence[_Part]) -> Select[Any]:
     """``WITH w0 AS (INSERT ... SELECT FROM unnest(...)), w1 AS (UPDATE ... FROM
     unnest(...)) SELECT 1``: PostgreSQL runs every data-modifying CTE, and checks
     foreign keys at the end of the statement, so their order does not matter. With a
@@ -198,20 +206,17 @@ def _combined(shape: Sequence[tuple[str, Table, tuple[str, ...]]]) -> Select[Any
     part writes only if ``g`` did, and the statement answers whether it did."""
     ctes = []
     guard = None
-    if shape and shape[0][0] == "guard":
-        _, table, spec = shape[0]
-        split = spec.index("|")
-        columns, conflict = spec[:split], spec[split + 1 :]
+    if shape and shape[0].kind == "guard":
+        first = shape[0]
         guard = (
-            pg_insert(table)
-            .values({c: bindparam(f"g_{c}", type_=table.c[c].type) for c in columns})
-            .on_conflict_do_nothing(index_elements=list(conflict))
+            pg_insert(first.table)
+            .values({c: bindparam(f"g_{c}", type_=first.table.c[c].type) for c in first.columns})
+            .on_conflict_do_nothing(index_elements=list(first.conflict))
             .returning(literal(1).label("won"))
             .cte("g")
         )
-        ctes.append(guard)
         shape = shape[1:]
-    for n, (kind, table, columns) in enumerate(shape):
+    for n, (kind, table, columns, _) in enumerate(shape):
         if kind == "insert":
             source = _unnest(table, columns, n, ordinality=True)
             # In the order deferred: an outbox's ids order a saga's messages.
@@ -229,7 +234,7 @@ def _combined(shape: Sequence[tuple[str, Table, tuple[str, ...]]]) -> Select[Any
             ctes.append(change.cte(f"w{n}"))
     if guard is None:
         return select(literal(1)).add_cte(*ctes)
-    return select(func.count()).select_from(guard).add_cte(*ctes[1:])
+    return select(func.count()).select_from(guard).add_cte(*ctes)
 
 
 def _unnest(
@@ -315,21 +320,24 @@ def _on_end(session: Session, transaction: SessionTransaction) -> None:
         _forget(session)
 
 
-def _on_commit(session: Session) -> None:
-    for table, rows in session.info.pop(_WRITTEN, ()):
-        handoff.take_written(session.info, table, rows)
+def committed_inserts(session: Session) -> list[tuple[Table, list[dict[str, Any]]]]:
+    """The rows the transaction's flushes inserted, per table, in order.
+
+    Meant for an ``after_commit`` listener (``outbox.handoff``): then they are the rows
+    that exist, savepoints rolled back and a guard that lost taken into account.
+    """
+    written = session.info.get(_WRITTEN)
+    return list(written) if isinstance(written, list) else []
 
 
 def _forget(session: Session) -> None:
     for key in (_KEY, _CACHE, _SAVEPOINTS, _WRITTEN, _GUARD_WON):
         session.info.pop(key, None)
-    handoff.forget(session.info)
 
 
 # The hooks run inside SQLAlchemy's greenlet, where the synchronous session may still
 # execute statements over the async driver.
 event.listen(Session, "before_commit", _flush)
-event.listen(Session, "after_commit", _on_commit)
 event.listen(Session, "after_transaction_create", _on_begin)
 event.listen(Session, "after_soft_rollback", _on_rollback)
 event.listen(Session, "after_transaction_end", _on_end)

@@ -26,10 +26,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ARRAY, Table, Uuid, bindparam, text
+from sqlalchemy import ARRAY, Table, Uuid, bindparam, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from outbox import metrics
+from outbox.deferred import committed_inserts
 from outbox.publisher import Publisher, RawMessage
 
 log = structlog.get_logger(__name__)
@@ -138,16 +140,21 @@ def claim_columns(session: AsyncSession) -> dict[str, Any]:
     return {"claimed_until": batch.claimed_until, "claim_token": batch.token}
 
 
-def take_written(info: dict[str, Any], table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Note rows an outbox insert is sending at commit (called by ``outbox.deferred``)."""
-    batch = info.get(_KEY)
+def _take_committed(session: Session) -> None:
+    # The rows this transaction wrote claimed by its batch, now that they exist.
+    batch = session.info.get(_KEY)
     if isinstance(batch, HandoffBatch):
-        batch.rows.extend((table, row) for row in rows if row.get("claim_token") == batch.token)
+        for table, rows in committed_inserts(session):
+            batch.rows.extend((table, r) for r in rows if r.get("claim_token") == batch.token)
 
 
-def forget(info: dict[str, Any]) -> None:
-    """Drop the session's handoff claim (its transaction ended)."""
-    info.pop(_KEY, None)
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_KEY, None)
+
+
+event.listen(Session, "after_commit", _take_committed)
+event.listen(Session, "after_transaction_end", _forget)
 
 
 class _Statements:
@@ -167,4 +174,4 @@ class _Statements:
             UPDATE {t} SET claimed_until = NULL, claim_token = NULL
              WHERE message_id = ANY(:ids) AND claim_token = :token
             """
-        ).bindparams(bindparam("ids", type_=ARRAY(Uuid)))
+        ).bindparams(ids)

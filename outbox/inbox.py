@@ -16,7 +16,6 @@ class Inbox:
     """Deduplicates deliveries per consumer by ``message_id``."""
 
     def __init__(self, table: Table, consumer: str) -> None:
-        self._table = table
         self._consumer = consumer
         self._record_many = (
             insert(table)
@@ -44,17 +43,7 @@ class Inbox:
         message waits on the primary key until the first transaction ends, then sees
         the conflict, so two consumers can never both apply it.
         """
-        result = await session.execute(
-            insert(self._table)
-            .values(
-                consumer=self._consumer,
-                message_id=envelope.message_id,
-                message_type=envelope.message_type,
-            )
-            .on_conflict_do_nothing(index_elements=["consumer", "message_id"])
-            .returning(self._table.c.message_id)
-        )
-        return result.first() is not None
+        return envelope.message_id in await self.record_many(session, [envelope])
 
     async def record_many(
         self, session: AsyncSession, envelopes: Sequence[Envelope]

@@ -133,13 +133,17 @@ def state(
 async def add_saga(session: AsyncSession, saga_id: uuid.UUID) -> None:
     await repo.add(
         session,
-        saga_id=saga_id,
-        saga_type=SAGA_TYPE,
-        order_id=None,
-        correlation_id=saga_id,
-        data={"n": 1},
-        state=state(),
-        now=NOW,
+        SagaRecord(
+            id=saga_id,
+            saga_type=SAGA_TYPE,
+            order_id=None,
+            correlation_id=saga_id,
+            data={"n": 1},
+            state=state(),
+            version=0,
+            created_at=NOW,
+            updated_at=NOW,
+        ),
     )
 
 

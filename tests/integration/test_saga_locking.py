@@ -48,13 +48,17 @@ async def insert_sagas(sessions: async_sessionmaker[AsyncSession], count: int) -
         for saga_id in ids:
             await repo.add(
                 session,
-                saga_id=saga_id,
-                saga_type="locking-test",
-                order_id=None,
-                correlation_id=saga_id,
-                data={},
-                state=START,
-                now=now,
+                SagaRecord(
+                    id=saga_id,
+                    saga_type="locking-test",
+                    order_id=None,
+                    correlation_id=saga_id,
+                    data={},
+                    state=START,
+                    version=0,
+                    created_at=now,
+                    updated_at=now,
+                ),
             )
     return ids
 
