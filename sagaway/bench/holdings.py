@@ -2,8 +2,9 @@
 
 PostgreSQL: connections to the database under test (all, and by ``application_name``;
 other databases on a shared server are left out), outbox rows (all, and those still to
-publish), inbox rows per consumer, sagas per status, and the size of every table with
-its indexes. RabbitMQ: the messages ready in every queue of the topology and in its
+publish), inbox rows per consumer, dead row versions of outboxes and inboxes (what
+vacuum has yet to reclaim), sagas per status, and the size of every table with its
+indexes. RabbitMQ: the messages ready in every queue of the topology and in its
 dead-letter queues.
 Each probe holds one connection of its own, opened on entry.
 """
@@ -40,6 +41,10 @@ SELECT coalesce(nullif(application_name, ''), '(unnamed)') AS application, count
  WHERE datname = current_database() AND backend_type = 'client backend'
    AND pid <> pg_backend_pid()
  GROUP BY 1
+"""
+_DEAD_ROWS = """
+SELECT schemaname AS schema, relname AS name, n_dead_tup AS dead
+  FROM pg_stat_user_tables WHERE relname IN ('outbox', 'inbox')
 """
 _SIZES = """
 SELECT n.nspname AS schema, c.relname AS name, pg_total_relation_size(c.oid) AS bytes
@@ -82,6 +87,7 @@ class PostgresProbe:
         self.outboxes: list[TableName] = []
         self.inboxes: list[TableName] = []
         self._sagas = False
+        self.autovacuum: bool | None = None
 
     async def __aenter__(self) -> PostgresProbe:
         self._connection = await raw_connect(self._url)
@@ -89,6 +95,8 @@ class PostgresProbe:
         self.outboxes = [t for t in tables if t.name == "outbox"]
         self.inboxes = [t for t in tables if t.name == "inbox"]
         self._sagas = TableName("sagas", "sagas") in tables
+        # Without autovacuum nothing reclaims what the janitor deletes: the report says so.
+        self.autovacuum = await self._connection.fetchval("SHOW autovacuum") == "on"
         return self
 
     async def __aexit__(
@@ -128,6 +136,8 @@ class PostgresProbe:
             }
             for status in (*SAGA_STATUSES, *sorted(set(counted) - set(SAGA_STATUSES))):
                 values[f"pg.saga_status.{status}"] = counted.get(status, 0)
+        for row in await connection.fetch(_DEAD_ROWS):
+            values[f"pg.{row['schema']}.{row['name']}.dead_rows"] = row["dead"]
         for row in await connection.fetch(_SIZES):
             values[f"pg.size_mb.{row['schema']}.{row['name']}"] = row["bytes"] / _MIB
         return values

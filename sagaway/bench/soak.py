@@ -205,6 +205,7 @@ async def soak(options: SoakOptions) -> SoakResult:
         sample_errors=errors,
         out=options.out,
         problems=problems,
+        autovacuum=database.autovacuum,
     )
 
 

@@ -72,6 +72,7 @@ class SoakResult:
         sample_errors: Figures that could not be read, and how often.
         out: Where the samples were written.
         problems: Broken saga invariants (None: not checked).
+        autovacuum: Whether PostgreSQL's autovacuum is on (None: not known).
     """
 
     rate: float
@@ -90,6 +91,7 @@ class SoakResult:
     sample_errors: Counter[str] = field(default_factory=Counter)
     out: Path | None = None
     problems: list[str] | None = None
+    autovacuum: bool | None = None
 
     @property
     def growing(self) -> list[str]:
@@ -146,6 +148,12 @@ def format_soak_report(result: SoakResult) -> str:
         f"on the samples after it (+{result.rule.settle_s:g} s for the janitor); sagas "
         f"that ended and the other tables are kept by design and grow with every saga."
     )
+    if result.autovacuum is False:
+        lines.append(
+            "autovacuum is OFF on this PostgreSQL: the janitor deletes outbox and inbox rows "
+            "but nothing reclaims their space, so those tables grow on disk (and their dead "
+            "rows pile up) while their row counts stay bounded; VACUUM them, or turn it on."
+        )
     lines.append(_verdict(result))
     return "\n".join(lines)
 

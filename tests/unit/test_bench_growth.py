@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -210,6 +211,7 @@ def test_data_kept_by_design_is_shown_per_saga_and_never_flagged() -> None:
         ("pg.connections.database", Kind.bounded, None),
         ("pg.sagas.outbox.rows", Kind.retained, 300.0),
         ("pg.sagas.outbox.unpublished", Kind.bounded, None),
+        ("pg.sagas.outbox.dead_rows", Kind.bounded, None),
         ("pg.payment.inbox.rows.payment", Kind.retained, 900.0),
         ("pg.size_mb.payment.inbox", Kind.retained, 900.0),
         ("pg.size_mb.inventory.outbox", Kind.retained, 300.0),
@@ -311,7 +313,14 @@ def test_the_report_states_the_load_the_rule_and_the_verdict() -> None:
 def test_a_clean_soak_says_nothing_grows_and_exits_zero() -> None:
     result = _result(growing=False)
     assert format_soak_report(result).endswith("verdict: nothing grows without bound")
+    assert "autovacuum" not in format_soak_report(result)
     assert soak_exit_code(result) == 0
+
+
+def test_the_report_warns_when_nothing_reclaims_what_the_janitor_deletes() -> None:
+    result = dataclasses.replace(_result(growing=False), autovacuum=False)
+    report = format_soak_report(result)
+    assert "\nautovacuum is OFF on this PostgreSQL: the janitor deletes" in report
 
 
 @pytest.mark.parametrize(
