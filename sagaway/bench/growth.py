@@ -15,6 +15,7 @@ that growth is a problem depends on what the series is expected to do (:class:`K
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -246,17 +247,9 @@ def _with(
     flagged: bool,
     per_saga: float | None = None,
 ) -> SeriesSummary:
-    return SeriesSummary(
-        name=summary.name,
-        spec=summary.spec,
-        first=summary.first,
-        last=summary.last,
-        low=summary.low,
-        high=summary.high,
-        per_hour=fit.slope * HOUR_S if fit is not None else None,
-        per_saga=per_saga,
-        verdict=verdict,
-        flagged=flagged,
+    per_hour = fit.slope * HOUR_S if fit is not None else None
+    return dataclasses.replace(
+        summary, per_hour=per_hour, per_saga=per_saga, verdict=verdict, flagged=flagged
     )
 
 

@@ -31,7 +31,7 @@ from sagaway.bench.footprint import ProcessWatch, ProcFs
 from sagaway.bench.growth import GrowthRule, summarize_all, warmup_end
 from sagaway.bench.holdings import BrokerProbe, PostgresProbe, series_spec
 from sagaway.bench.pacing import PaceTally, closed_loop, open_loop
-from sagaway.bench.saga import invariants_line, run_invariants
+from sagaway.bench.saga import invariants_line, prepared_run, run_invariants
 from sagaway.bench.scrape import MetricsSource
 from sagaway.bench.soak_report import (
     Capacity,
@@ -111,17 +111,8 @@ def run_soak(options: SoakOptions) -> int:
         The exit code: 0 clean, 1 something grows, a saga failed, orders fell behind or
         an invariant broke, 2 setup impossible.
     """
-    if not options.admin_token:
-        print(
-            "bench: an admin token is needed to prepare stock and credit: "
-            "pass --admin-token or set SAGAWAY_ADMIN_TOKEN",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        result = asyncio.run(soak(options))
-    except BenchSetupError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+    result = prepared_run(options.admin_token, lambda: soak(options))
+    if result is None:
         return 2
     print(format_soak_report(result))
     print(invariants_line(result.problems))
