@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +11,18 @@ from typing import Annotated, Any
 import structlog
 import typer
 
+from sagaway.bench_cli import (
+    AdminTokenOption,
+    PidOption,
+    RejectEveryOption,
+    RejectKindChoice,
+    RejectKindOption,
+    TimeoutOption,
+    UrlOption,
+    named_pids,
+    require_bench_extra,
+    soak_cmd,
+)
 from sagaway.logging import configure_logging
 from sagaway.operator_cli import dead_letters_cmd, outbox_app, sagas_app
 from sagaway.settings import Settings, redact_url
@@ -30,13 +41,6 @@ log = structlog.get_logger("sagaway.cli")
 app.add_typer(sagas_app, name="sagas")
 app.add_typer(outbox_app, name="outbox")
 app.command("dead-letters")(dead_letters_cmd)
-
-
-class RejectKindChoice(StrEnum):
-    """How ``sagaway bench`` rejects every K-th order."""
-
-    stock = "stock"
-    credit = "credit"
 
 
 class Participant(StrEnum):
@@ -233,9 +237,7 @@ app.add_typer(bench_app, name="bench")
 @bench_app.callback(invoke_without_command=True)
 def bench(
     ctx: typer.Context,
-    url: Annotated[
-        str, typer.Option(help="Base URL of the running sagaway API to drive.")
-    ] = "http://127.0.0.1:8000",
+    url: UrlOption = "http://127.0.0.1:8000",
     sagas: Annotated[
         int, typer.Option(help="Number of orders to place (each starts one saga).", min=1)
     ] = 1000,
@@ -247,39 +249,10 @@ def bench(
             min=1,
         ),
     ] = 50,
-    admin_token: Annotated[
-        str | None,
-        typer.Option(
-            help="Bearer token for /admin/*, needed to stock the bench SKUs and create the "
-            "run's customer before the run.",
-            envvar="SAGAWAY_ADMIN_TOKEN",
-            show_default=False,
-        ),
-    ] = None,
-    timeout_s: Annotated[
-        float,
-        typer.Option(
-            help="Seconds one saga may take, from POST to terminal state, before it counts "
-            "as a timeout.",
-            min=0.001,
-        ),
-    ] = 120.0,
-    reject_every: Annotated[
-        int,
-        typer.Option(
-            help="Every K-th order is rejected (see --reject-kind), so its saga ends "
-            "COMPENSATED (shows what the rejection path costs); 0 means never.",
-            min=0,
-        ),
-    ] = 0,
-    reject_kind: Annotated[
-        RejectKindChoice,
-        typer.Option(
-            help="stock: the K-th order asks for a SKU with no stock (out_of_stock, rejected "
-            "by the first step); credit: it is placed for a customer with no credit "
-            "(insufficient_funds after the reservation, which is then released).",
-        ),
-    ] = RejectKindChoice.stock,
+    admin_token: AdminTokenOption = None,
+    timeout_s: TimeoutOption = 120.0,
+    reject_every: RejectEveryOption = 0,
+    reject_kind: RejectKindOption = RejectKindChoice.stock,
     poll: Annotated[
         bool,
         typer.Option(
@@ -316,15 +289,7 @@ def bench(
             show_default=False,
         ),
     ] = None,
-    pid: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pid",
-            help="Also read a process's CPU from /proc, as NAME=PID; repeat it (processes "
-            "of one NAME add up). PostgreSQL's and RabbitMQ's are always read.",
-            show_default=False,
-        ),
-    ] = None,
+    pid: PidOption = None,
     peer: Annotated[
         Peer | None,
         typer.Option(
@@ -352,15 +317,16 @@ def bench(
 
     Exit code: 0 clean, 1 on any timeout or HTTP error, 2 when setup is impossible.
 
-    `sagaway bench relay` measures the outbox relay alone (see its --help)."""
+    `sagaway bench relay` measures the outbox relay alone, `sagaway bench soak` runs a
+    steady load for a long time and shows what grows (see their --help)."""
     if ctx.invoked_subcommand is not None:
         return
-    _require_bench_extra()
+    require_bench_extra()
     from sagaway.bench import BenchOptions, WorkloadOptions, parse_source, run_bench
 
     try:
         sources = [parse_source(text) for text in metrics_url or ()]
-        pids = _named_pids(pid or ())
+        pids = named_pids(pid or ())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     raise typer.Exit(
@@ -386,25 +352,7 @@ def bench(
     )
 
 
-def _require_bench_extra() -> None:
-    # The bench's HTTP clients are the `bench` extra, not dependencies of a deployment:
-    # without them, say which install is missing rather than show an ImportError.
-    missing = [name for name in ("aiohttp", "httpx") if importlib.util.find_spec(name) is None]
-    if missing:
-        typer.echo(
-            f"bench: {', '.join(missing)} not installed: pip install 'sagaway[bench]'", err=True
-        )
-        raise typer.Exit(2)
-
-
-def _named_pids(values: Sequence[str]) -> dict[str, list[int]]:
-    named: dict[str, list[int]] = {}
-    for value in values:
-        name, _, pid = value.rpartition("=")
-        if not pid.isdigit():
-            raise ValueError(f"--pid takes NAME=PID, not {value!r}")
-        named.setdefault(name or f"pid {pid}", []).append(int(pid))
-    return named
+bench_app.command("soak")(soak_cmd)
 
 
 @bench_app.command("relay")
@@ -435,7 +383,7 @@ def bench_relay(
     (the relay's broker work without a database) is printed too. Migrates the
     configured database if needed; uses a schema and queue of its own, removed
     afterwards. Progress goes to stderr, figures to stdout."""
-    _require_bench_extra()
+    require_bench_extra()
     from sagaway.bench.relay import RelayBenchOptions, run_relay_bench
 
     settings = _settings("bench")

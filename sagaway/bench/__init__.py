@@ -9,7 +9,8 @@ Imported only by ``sagaway bench``. The pieces a caller composes:
   cost block (:func:`cost_rows`, :func:`format_cost`).
 - :func:`measure`: both together, as ``sagaway bench`` runs them.
 
-``sagaway bench relay`` lives in :mod:`sagaway.bench.relay`.
+``sagaway bench relay`` lives in :mod:`sagaway.bench.relay`, ``sagaway bench soak`` in
+:mod:`sagaway.bench.soak`.
 """
 
 from sagaway.bench.backends import DatabaseBackends

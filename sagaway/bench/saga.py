@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sagaway.bench.backends import DatabaseBackends
 from sagaway.bench.cost import BackendCost, CostRow, backend_cost, cost_rows, format_cost
@@ -36,6 +36,8 @@ from sagaway.settings import Settings
 
 if TYPE_CHECKING:
     from sagaway.bench.peer import PeerMode
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,17 +107,8 @@ def run_bench(options: BenchOptions) -> int:
     Returns:
         The process exit code: 0 clean, 1 timeouts or HTTP errors, 2 setup impossible.
     """
-    if not options.workload.admin_token:
-        print(
-            "bench: an admin token is needed to prepare bench stock and credit: "
-            "pass --admin-token or set SAGAWAY_ADMIN_TOKEN",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        result = asyncio.run(measure(options))
-    except BenchSetupError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+    result = prepared_run(options.workload.admin_token, lambda: measure(options))
+    if result is None:
         return 2
     print(format_report(result.tally, options.workload))
     print(result.cost_block())
@@ -140,6 +133,27 @@ def run_bench(options: BenchOptions) -> int:
     print(invariants_line(peer.problems))
     print(ratio_line(result, peer, options.peer))
     return max(code, 1 if peer.problems else exit_code(peer.tally))
+
+
+def prepared_run(admin_token: str | None, main: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
+    """Run a bench's ``main`` if it can prepare the system under test.
+
+    Returns:
+        What ``main`` returned; None, said on stderr, when no admin token was given
+        (stock and credit cannot be prepared) or the system could not be prepared.
+    """
+    if not admin_token:
+        print(
+            "bench: an admin token is needed to prepare bench stock and credit: "
+            "pass --admin-token or set SAGAWAY_ADMIN_TOKEN",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        return asyncio.run(main())
+    except BenchSetupError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return None
 
 
 def invariants_line(problems: Sequence[str] | None) -> str:

@@ -117,6 +117,20 @@ class BenchTally:
 
 
 @dataclass(frozen=True)
+class SagaOutcome:
+    """How one saga of a run ended, as the client saw it.
+
+    Attributes:
+        status: The terminal status, ``timeout`` or ``http_error``.
+        latency_ms: From the order's start to the answer showing the end (to the
+            deadline for a timeout); None for an HTTP error.
+    """
+
+    status: str
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
 class RunCustomers:
     """The customers of one run: one with credit for every order, one with none."""
 
@@ -283,7 +297,7 @@ class Workload:
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(options.concurrency, options.sagas)):
-                    group.create_task(self._worker(orders, self._customers, tally))
+                    group.create_task(self._worker(orders, tally))
         finally:
             tally.wall_s = time.perf_counter() - started
             stop.set()
@@ -348,30 +362,48 @@ class Workload:
         ) as answer:
             return answer.status, await answer.text()
 
-    async def _worker(
-        self, orders: Iterator[int], customers: RunCustomers, tally: BenchTally
-    ) -> None:
-        options = self._options
+    async def _worker(self, orders: Iterator[int], tally: BenchTally) -> None:
         # Workers share one iterator; safe because next() never awaits.
         for index in orders:
-            body = order_body(
-                index,
-                customers=customers,
-                reject_every=options.reject_every,
-                reject_kind=options.reject_kind,
-                skus=self._skus,
-            )
-            t0 = time.perf_counter()
-            try:
-                async with asyncio.timeout(options.timeout_s):
-                    outcome = await self._one_saga(body, tally, t0)
-            except TimeoutError:
-                tally.timeouts += 1
-                continue
-            if outcome is None:
-                continue
-            status, t1 = outcome
-            tally.terminal_ms.setdefault(status, []).append((t1 - t0) * 1000)
+            await self.saga(index, tally)
+
+    async def saga(self, index: int, tally: BenchTally, *, t0: float | None = None) -> SagaOutcome:
+        """Place the ``index``-th order, wait for its saga, and record it in ``tally``.
+
+        Args:
+            index: Position of the order in the run (see :func:`order_body`).
+            tally: Where the outcome is recorded.
+            t0: When the saga counts from (``time.perf_counter()``); default now. An
+                open-loop caller passes the time the order was due, so that a late
+                start counts in the latency instead of hiding it.
+
+        Returns:
+            The terminal status, ``timeout``, or ``http_error``, and the latency in ms
+            (None for an HTTP error).
+        """
+        if self._customers is None:
+            raise RuntimeError("enter the Workload (async with) before running it")
+        options = self._options
+        body = order_body(
+            index,
+            customers=self._customers,
+            reject_every=options.reject_every,
+            reject_kind=options.reject_kind,
+            skus=self._skus,
+        )
+        t0 = time.perf_counter() if t0 is None else t0
+        try:
+            async with asyncio.timeout(max(0.0, t0 + options.timeout_s - time.perf_counter())):
+                outcome = await self._one_saga(body, tally, t0)
+        except TimeoutError:
+            tally.timeouts += 1
+            return SagaOutcome("timeout", (time.perf_counter() - t0) * 1000)
+        if outcome is None:
+            return SagaOutcome("http_error", None)
+        status, t1 = outcome
+        latency_ms = (t1 - t0) * 1000
+        tally.terminal_ms.setdefault(status, []).append(latency_ms)
+        return SagaOutcome(status, latency_ms)
 
     async def _one_saga(
         self, body: dict[str, object], tally: BenchTally, t0: float
