@@ -18,6 +18,7 @@ from sagaway.logging import configure_logging
 from sagaway.migrate import migrate
 from sagaway.settings import Settings
 from sagaway.topology import build_topology
+from tests.private_postgres import PrivatePostgres
 from tests.support import isolated_settings, new_run_id
 
 TESTS = Path(__file__).parent
@@ -96,3 +97,16 @@ async def broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
     for name in (*topology.exchanges, topology.dead_letter_exchange):
         await channel.exchange_delete(name)
     await connection.close()
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of this run's own, for tests that crash, stop or restart it
+    (never the machine's shared one). Created on first use, removed at the end of the
+    run. A test that takes it down starts it again before it ends (``ensure_running``),
+    even when it fails, so the next test finds it up."""
+    server = PrivatePostgres.create()
+    try:
+        yield server
+    finally:
+        server.remove()
