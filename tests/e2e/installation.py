@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sagaway.database import create_engine, session_factory
 from sagaway.settings import Settings
-from sagaway.topology import build_topology
 from tests.e2e.conftest import System
-from tests.support import free_port, wait_for
+from tests.support import delete_topology, drop_database, free_port, wait_for
 
 Body = dict[str, Any]
 Admin = dict[str, str]
@@ -67,33 +63,6 @@ async def installation(settings: Settings) -> AsyncIterator[Installation]:
         await engine.dispose()
         await delete_topology(settings)
         await drop_database(settings)
-
-
-async def delete_topology(settings: Settings) -> None:
-    """Delete the namespace's queues (with their dead-letter queues) and exchanges."""
-    topology = build_topology(settings)
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        for spec in topology.queues:
-            await channel.queue_delete(spec.name)
-            await channel.queue_delete(topology.dead_letter_queue(spec.name))
-        for name in (*topology.exchanges, topology.dead_letter_exchange):
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
-
-
-async def drop_database(settings: Settings) -> None:
-    """Drop the installation's database, whoever is still connected to it."""
-    url = make_url(settings.database_url)
-    conn = await asyncpg.connect(
-        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 # --- processes of `sagaway up` ----------------------------------------------------------

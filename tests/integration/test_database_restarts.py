@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 import pytest
 from sqlalchemy import text
@@ -85,30 +86,48 @@ async def _notify(engine: AsyncEngine, channel: str, payload: str) -> None:
         await conn.commit()
 
 
+class _Listens(Protocol):
+    """A component with a LISTEN connection of its own."""
+
+    listening: bool
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+@asynccontextmanager
+async def _crashed_under(
+    server: PrivatePostgres, listener: _Listener, component: _Listens
+) -> AsyncIterator[None]:
+    """``component`` runs and listens; the server crashes; it listens again on a new
+    connection by the time the block starts. It stops when the block ends."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(component.run(stop))
+    try:
+        await wait_for(lambda: asyncio.sleep(0, component.listening), what="listening")
+        await asyncio.to_thread(server.restart_immediate)
+
+        async def again() -> bool:
+            return len(listener.opened) >= 2 and component.listening
+
+        await wait_for(again, within=15, what="listening on a new connection")
+        yield
+    finally:
+        stop.set()
+        await running
+
+
 async def test_an_outbox_wakeup_listens_again_after_a_crash(
     server: PrivatePostgres, engine: AsyncEngine
 ) -> None:
     listener = _Listener(server.url("postgres"))
     wakeup = Wakeup(listener.connect, channel="sagaway_test_wakeup")
-    stop = asyncio.Event()
-    running = asyncio.create_task(wakeup.run(stop))
-    try:
-        await wait_for(lambda: asyncio.sleep(0, wakeup.listening), what="listening")
 
-        await asyncio.to_thread(server.restart_immediate)
-
-        async def again() -> bool:
-            return len(listener.opened) >= 2 and wakeup.listening
-
-        await wait_for(again, within=15, what="listening on a new connection")
+    async with _crashed_under(server, listener, wakeup):
         wakeup.take()  # the reconnect's "look everywhere"
         wakeup.clear()
         await _notify(engine, "sagaway_test_wakeup", "sagas")
         await asyncio.wait_for(wakeup.wait(), timeout=10)
         assert wakeup.take() == {"sagas"}
-    finally:
-        stop.set()
-        await running
 
 
 async def test_long_polls_are_woken_again_after_a_crash(
@@ -116,8 +135,6 @@ async def test_long_polls_are_woken_again_after_a_crash(
 ) -> None:
     listener = _Listener(server.url("postgres"))
     watcher = SagaEndWatcher(listener.connect, channel="sagaway_test_ended")
-    stop = asyncio.Event()
-    running = asyncio.create_task(watcher.run(stop))
     saga_id = uuid.uuid4()
     reads = 0
     ended = False
@@ -127,14 +144,7 @@ async def test_long_polls_are_woken_again_after_a_crash(
         reads += 1
         return ended
 
-    try:
-        await wait_for(lambda: asyncio.sleep(0, watcher.listening), what="listening")
-        await asyncio.to_thread(server.restart_immediate)
-
-        async def again() -> bool:
-            return len(listener.opened) >= 2 and watcher.listening
-
-        await wait_for(again, within=15, what="listening on a new connection")
+    async with _crashed_under(server, listener, watcher):
         # A long poll sleeps until the notification of its saga's end (not re-reading
         # in between while notifications arrive): the new connection delivers it.
         waiting = asyncio.create_task(watcher.wait_until(saga_id, 20, read, lambda r: r is True))
@@ -143,6 +153,3 @@ async def test_long_polls_are_woken_again_after_a_crash(
         await _notify(engine, "sagaway_test_ended", str(saga_id))
         assert await asyncio.wait_for(waiting, timeout=10) is True
         assert reads == 2
-    finally:
-        stop.set()
-        await running

@@ -36,9 +36,8 @@ from outbox.writer import OutboxWriter
 from sagaway.database import create_engine, session_factory
 from sagaway.migrate import migrate
 from sagaway.settings import Settings
-from tests.e2e.installation import drop_database
 from tests.private_postgres import PrivatePostgres
-from tests.support import free_port, wait_for
+from tests.support import drop_database, free_port, wait_for
 
 ROWS = 3000
 RESTART_ROWS = 15000
