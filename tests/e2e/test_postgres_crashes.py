@@ -353,12 +353,12 @@ class Report:
     """What a scenario saw, for the checks particular to its fault."""
 
     load: Load
-    long_polls: list[httpx.Response]
     recoveries: int
 
 
 async def _through(run: Running, admin: Admin, server: PrivatePostgres, fault: Fault) -> Report:
-    """Place the orders, bring ``fault`` on mid-run, and check everything came through."""
+    """Place the orders, bring ``fault`` on mid-run, and check what every fault must
+    leave behind (each test checks what is particular to its own)."""
     sessions = run.site.sessions
     tag = uuid.uuid4().hex[:8]
     plenty, scarce = f"PG-{tag}", f"PG-SCARCE-{tag}"
@@ -388,17 +388,27 @@ async def _through(run: Running, admin: Admin, server: PrivatePostgres, fault: F
         await placing
     # The pool's connections died with the server; the test's later reads open new ones.
     await run.site.engine.dispose()
+    _answered(load, await asyncio.gather(*long_polls))
+    await _came_through(run, load, stock_totals={plenty: PLENTY, scarce: 1})
+    await _recovered_in_process(run)
+    return Report(load=load, recoveries=server.recoveries() - recovered_before)
 
+
+def _answered(load: Load, long_polls: list[httpx.Response]) -> None:
+    """Every order was accepted in the end; every refusal and long poll said why."""
     assert not load.others, load.others[:10]
     assert load.accepted == ORDERS, [o.codes for o in load.plan if o.accepted is None][:5]
     for refusal in load.refusals:
         assert refusal.json() == {"detail": "database unavailable"}, refusal.text
-    polled = await asyncio.gather(*long_polls)
-    for response in polled:
+    for response in long_polls:
         # Answered (a long poll never hangs on a lost connection): the saga, or a 503.
         assert response.status_code in (200, 503), response.text
         assert response.status_code == 200 or "detail" in response.json()
 
+
+async def _came_through(run: Running, load: Load, *, stock_totals: dict[str, int]) -> None:
+    """Every saga ended as its order implies, once, and nothing was lost or left over."""
+    sessions = run.site.sessions
     await wait_for(
         lambda: _statuses(sessions),
         until=lambda s: sum(s.values()) == ORDERS and not set(s) - TERMINAL,
@@ -433,19 +443,19 @@ async def _through(run: Running, admin: Admin, server: PrivatePostgres, fault: F
     half = await _half_written(sessions)
     assert not any(half.values()), half
     assert not await _resent_steps(sessions)
-    await assert_invariants(
-        sessions, stock_totals={plenty: PLENTY, scarce: 1}, customers_used=list(found)
-    )
+    await assert_invariants(sessions, stock_totals=stock_totals, customers_used=list(found))
     assert await _parked_rows(sessions) == 0
     assert set((await _dead_letters(run)).values()) == {0}, await _dead_letters(run)
     consumed = await _consumed(run)
     assert consumed["failed"] == consumed["dead_lettered"] == 0, consumed
     assert consumed["applied"] > 0, consumed
 
-    # The same processes: they recovered, none died and was restarted by the supervisor.
+
+async def _recovered_in_process(run: Running) -> None:
+    """The same processes: none died and was restarted by the supervisor, and each of
+    their LISTEN connections is back."""
     assert await children(run.site.settings.namespace, run.supervisor) == run.components
     assert not run.log_events("component died, restarting")
-    # Each of their LISTEN connections came back.
     await wait_for(
         lambda: asyncio.to_thread(_listeners, run),
         until=lambda n: all(n[c] >= 2 * k for c, k in LISTENERS.items()),
@@ -453,7 +463,6 @@ async def _through(run: Running, admin: Admin, server: PrivatePostgres, fault: F
         interval=0.2,
         what="LISTEN connections back",
     )
-    return Report(load=load, long_polls=polled, recoveries=server.recoveries() - recovered_before)
 
 
 def _listeners(run: Running) -> Counter[str]:
