@@ -8,6 +8,7 @@ import asyncpg
 import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,11 +25,13 @@ log = structlog.get_logger(__name__)
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     """Build the async engine one process shares.
 
-    No pre-ping: it costs a round trip on every checkout, and a connection that died
-    with a restarted server fails its first statement with an error every caller
-    already treats as transient (the transaction is retried or the message held).
-    No overflow either: connections beyond the pool would be opened and closed under
-    load, which costs more than waiting for a pooled one.
+    No pre-ping: it costs a round trip on every checkout. A connection the server
+    closed (a restart, a crash, a failover) is replaced on checkout anyway, at no cost
+    (see :func:`discard_closed_connections`); one that dies mid-statement fails with an
+    error every caller treats as transient (the transaction is retried, the message
+    held, the request answered 503). No overflow either: connections beyond the pool
+    would be opened and closed under load, which costs more than waiting for a pooled
+    one.
 
     The engine counts its statements, transactions and round trips in the
     ``sagaway_db_*`` metrics (see :func:`count_round_trips`).
@@ -42,7 +45,27 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         connect_args={"timeout": 10},
     )
     count_round_trips(engine.sync_engine)
+    discard_closed_connections(engine.sync_engine)
     return engine
+
+
+def discard_closed_connections(engine: Engine) -> None:
+    """Replace, on checkout, a pooled connection the server has closed meanwhile.
+
+    When PostgreSQL restarts or crashes it closes every client connection; asyncpg
+    notices the closed socket by itself, while the connection sits idle in the pool.
+    Without this check the first statement on each such connection would fail after the
+    server is back (one 503, one held message per process), and the error would tell
+    the pool to drop the rest. It asks the driver, not the server: no round trip.
+    """
+    event.listen(engine, "checkout", _refuse_closed)
+
+
+def _refuse_closed(dbapi_connection: Any, _record: object, _proxy: object) -> None:
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        # The pool invalidates this one connection and checks out a fresh one.
+        raise DisconnectionError("connection closed by the server")
 
 
 # Set in a connection's ``info`` once its transaction has sent a statement, that is once

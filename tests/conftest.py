@@ -6,10 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aio_pika
-import asyncpg
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from outbox.amqp import declare
@@ -18,7 +16,8 @@ from sagaway.logging import configure_logging
 from sagaway.migrate import migrate
 from sagaway.settings import Settings
 from sagaway.topology import build_topology
-from tests.support import isolated_settings, new_run_id
+from tests.private_postgres import PrivatePostgres
+from tests.support import delete_topology, drop_database, isolated_settings, new_run_id
 
 TESTS = Path(__file__).parent
 
@@ -49,14 +48,7 @@ async def migrated(settings: Settings) -> AsyncIterator[Settings]:
     """This run's database, created and migrated; dropped when the run ends."""
     await migrate(settings)
     yield settings
-    url = make_url(settings.database_url)
-    conn = await asyncpg.connect(
-        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(settings)
 
 
 @pytest.fixture(scope="session")
@@ -87,12 +79,17 @@ async def broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
     yield connection  # type: ignore[misc]
     if not connection.is_closed:
         await connection.close()
-    # A fresh connection for the clean-up: the broker may have been restarted by a test.
-    connection = await aio_pika.connect(settings.amqp_url)
-    channel = await connection.channel()
-    for spec in topology.queues:
-        await channel.queue_delete(spec.name)
-        await channel.queue_delete(topology.dead_letter_queue(spec.name))
-    for name in (*topology.exchanges, topology.dead_letter_exchange):
-        await channel.exchange_delete(name)
-    await connection.close()
+    await delete_topology(settings)
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of this run's own, for tests that crash, stop or restart it
+    (never the machine's shared one). Created on first use, removed at the end of the
+    run. A test that takes it down starts it again before it ends (``ensure_running``),
+    even when it fails, so the next test finds it up."""
+    server = PrivatePostgres.create()
+    try:
+        yield server
+    finally:
+        server.remove()

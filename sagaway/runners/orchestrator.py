@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 SWEEP_INTERVAL_S = 0.2
 SWEEP_BATCH = 50
+MAX_SWEEP_BACKOFF_S = 5.0
 
 
 async def run_orchestrator(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -56,6 +57,7 @@ async def sweep(
     Reads only the partial index of sagas that wait for something, and claims with
     SKIP LOCKED, so any number of orchestrators sweep side by side cheaply.
     """
+    backoff = SWEEP_INTERVAL_S
     while not stop.is_set():
         woken = 0
         try:
@@ -66,7 +68,19 @@ async def sweep(
                         await engine.wake(session, saga_id)
                 woken = len(due)
         except (OperationalError, DBAPIError, OSError) as exc:
-            log.warning("sweeper cannot reach the database", error=type(exc).__name__)
+            # Doubling, like the relay: an outage is logged a handful of times, not
+            # five times a second, and the server is not asked for nothing meanwhile.
+            log.warning(
+                "sweeper cannot reach the database", error=type(exc).__name__, retry_in_s=backoff
+            )
+            await _pause(stop, backoff)
+            backoff = min(backoff * 2, MAX_SWEEP_BACKOFF_S)
+            continue
+        backoff = SWEEP_INTERVAL_S
         if woken < SWEEP_BATCH:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=SWEEP_INTERVAL_S)
+            await _pause(stop, SWEEP_INTERVAL_S)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

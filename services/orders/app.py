@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
 import sagaway
-from outbox.transient import is_transient
 from sagaway.database import create_engine, raw_connect, session_factory
 from sagaway.settings import Settings
 from sagaway.wiring import build_engine
@@ -31,6 +30,7 @@ from services.orders.body_limit import BodyLimitMiddleware
 from services.orders.request_log import RequestLogMiddleware
 from services.orders.saga_watch import SagaEndWatcher
 from services.orders.tracing_middleware import TracingMiddleware
+from services.orders.unavailable import DatabaseUnavailableMiddleware
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
     # The API's own metrics (and any the process registers) on its HTTP port.
     app.mount("/metrics", make_asgi_app(), name="metrics")
     app.add_exception_handler(Exception, _unhandled)
+    # Innermost of ours: a database outage is a 503 by the time the access log and the
+    # request's span see it.
+    app.add_middleware(DatabaseUnavailableMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(TracingMiddleware)  # last added, outermost: its span covers the rest
@@ -100,11 +103,6 @@ def release_waiters(app: FastAPI) -> None:
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    # The transaction was rolled back by the session's context manager: nothing of
-    # the request is half-written. Driver messages may carry connection details, so
-    # only the error's type is logged for database trouble.
-    if is_transient(exc):
-        log.error("database unavailable", error=type(exc).__name__, path=request.url.path)
-        return JSONResponse(status_code=503, content={"detail": "database unavailable"})
+    # A database outage never gets here (DatabaseUnavailableMiddleware answers it).
     log.error("unhandled error", error=type(exc).__name__, path=request.url.path, exc_info=exc)
     return JSONResponse(status_code=500, content={"detail": "internal error"})

@@ -1,5 +1,8 @@
 """The relay under crashes: killed mid-stream, RabbitMQ and PostgreSQL restarted mid-stream.
 
+PostgreSQL is stopped on the run's private server (``private_postgres``), never the
+machine's shared one; RabbitMQ is the machine's broker, stopped and started in place.
+
 A real ``sagaway relay`` process drains rows written to the orchestrator's outbox and
 addressed to a queue of this test; whatever happens, every message arrives, and a
 message arrives more than once only as a repeat of the same ``message_id``.
@@ -22,7 +25,7 @@ from pathlib import Path
 import aio_pika
 import httpx
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -30,8 +33,11 @@ from orchestrator.tables import outbox
 from outbox.amqp import QueueSpec, Topology, declare, message_count
 from outbox.envelope import Envelope, OutgoingMessage
 from outbox.writer import OutboxWriter
+from sagaway.database import create_engine, session_factory
+from sagaway.migrate import migrate
 from sagaway.settings import Settings
-from tests.support import free_port, wait_for
+from tests.private_postgres import PrivatePostgres
+from tests.support import drop_database, free_port, wait_for
 
 ROWS = 3000
 RESTART_ROWS = 15000
@@ -200,23 +206,34 @@ async def _channel(broker: AbstractRobustConnection) -> AbstractChannel:
 
 
 async def _received(broker: AbstractRobustConnection, queue: str, at_least: int) -> Counter[str]:
-    """Every message in ``queue`` (acked), counted by message_id."""
+    """Every message in ``queue`` (taken off it), counted by message_id."""
     channel = await _channel(broker)
-    await wait_for(
+    ready = await wait_for(
         lambda: message_count(channel, queue),
         until=lambda n: n >= at_least,
         within=60,
         what=f"{at_least} messages in the queue",
     )
     seen: Counter[str] = Counter()
-    q = await channel.get_queue(queue)
-    while True:
-        message = await q.get(no_ack=True, fail=False)
-        if message is None:
-            break
+
+    async def take(message: AbstractIncomingMessage) -> None:
         assert message.message_id is not None
         seen[message.message_id] += 1
-    await channel.close()
+
+    # Consumed with a deep prefetch, not fetched one basic.get at a time: fifteen
+    # thousand round trips took over a minute on a busy machine.
+    await channel.set_qos(prefetch_count=1000)
+    q = await channel.get_queue(queue)
+    tag = await q.consume(take, no_ack=True)
+    try:
+
+        async def taken() -> int:
+            return sum(seen.values())
+
+        await wait_for(taken, until=lambda n: n >= ready, within=60, what="the queue drained")
+    finally:
+        await q.cancel(tag)
+        await channel.close()
     return seen
 
 
@@ -286,20 +303,48 @@ async def test_rabbitmq_restarted_mid_stream_loses_nothing(
     await _recovered(relay, db, own_broker, target, ids, outage="the broker")
 
 
+@dataclass(frozen=True)
+class PrivateDatabase:
+    """This test's database on the run's private PostgreSQL server, migrated."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def private_db(
+    settings: Settings, private_postgres: PrivatePostgres
+) -> AsyncIterator[PrivateDatabase]:
+    """Settings of the run (its broker namespace) on a database of the private server,
+    which the test may stop: the machine's shared server is never touched."""
+    await asyncio.to_thread(private_postgres.ensure_running)
+    url = private_postgres.url(f"sagaway_test_{uuid.uuid4().hex[:10]}")
+    own = settings.model_copy(update={"database_url": url})
+    await migrate(own)
+    engine = create_engine(url)
+    try:
+        yield PrivateDatabase(own, engine, session_factory(engine))
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(private_postgres.ensure_running)
+        await drop_database(own)
+
+
 async def test_postgresql_restarted_mid_stream_loses_nothing_and_backs_off(
-    settings: Settings,
-    db: AsyncEngine,
-    sessions: async_sessionmaker[AsyncSession],
+    private_db: PrivateDatabase,
+    private_postgres: PrivatePostgres,
     own_broker: AbstractRobustConnection,
     target: Target,
     relays: list[RelayProcess],
 ) -> None:
-    ids = await _write_rows(sessions, target, RESTART_ROWS)
-    relay = RelayProcess(settings, "through-database-restart")
+    db = private_db.engine
+    ids = await _write_rows(private_db.sessions, target, RESTART_ROWS)
+    relay = RelayProcess(private_db.settings, "through-database-restart")
     relays.append(relay)
     await _until_published(db, ids, at_least=RESTART_ROWS // 20, within=60)
     assert await _published(db, ids) < RESTART_ROWS, "the restart came too late"
-    await _pg_ctlcluster("stop")
+    await asyncio.to_thread(private_postgres.stop, "fast")
     try:
         await relay.until_readiness(503, naming="postgres")
         # No busy loop: the relay waits longer after each failure. Hold the database
@@ -313,7 +358,7 @@ async def test_postgresql_restarted_mid_stream_loses_nothing_and_backs_off(
         )
         delays = relay.backoffs(DB_BACKOFF)
     finally:
-        await _pg_ctlcluster("start")
+        await asyncio.to_thread(private_postgres.start)
     # Each of its loops tried about once per doubling: a handful of attempts, not
     # thousands, and never faster than the first pause.
     assert len(delays) <= 30, delays
@@ -366,28 +411,6 @@ async def test_a_broker_resource_alarm_holds_rows_back_until_it_clears(
         await _rabbitmqctl("set_vm_memory_high_watermark", watermark.strip() or "0.4")
 
     await _recovered(relay, db, own_broker, target, ids, outage="the alarm")
-
-
-async def _pg_ctlcluster(action: str) -> None:
-    """Stop or start this machine's PostgreSQL cluster (and wait until it answers)."""
-    version = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])
-    args = ["--skip-systemctl-redirect", version[-1], "main", action]
-    if action == "stop":
-        args += ["--", "-m", "fast"]
-    process = await asyncio.create_subprocess_exec(
-        "pg_ctlcluster", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await process.communicate()
-    assert process.returncode == 0, f"pg_ctlcluster {action} failed: {err.decode()}"
-    if action == "start":
-
-        async def answers() -> bool:
-            ready = await asyncio.create_subprocess_exec(
-                "pg_isready", "-q", "-h", "127.0.0.1", stdout=asyncio.subprocess.DEVNULL
-            )
-            return await ready.wait() == 0
-
-        await wait_for(answers, within=60, interval=0.2, what="PostgreSQL accepting connections")
 
 
 async def _rabbitmqctl(*args: str) -> str:
