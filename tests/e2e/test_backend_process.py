@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator.tables import sagas
+from outbox.broker_nodes import node_address
 from sagaway.database import create_engine, session_factory
 from sagaway.migrate import migrate
 from sagaway.settings import Settings
@@ -195,7 +196,10 @@ async def test_api_and_one_backend_process_run_every_outcome_and_serve_its_probe
         await _ready(api, "API ready")
         await _ready(side, "backend ready")
         assert (await side.get("/healthz")).json() == {"status": "ok"}
-        assert (await side.get("/readyz")).json() == {"status": "ready"}
+        assert (await side.get("/readyz")).json() == {
+            "status": "ready",
+            "rabbitmq_node": node_address(own.settings.amqp_nodes[0]),
+        }
 
         sku, scarce = f"BE-{_uid()}", f"BE-SCARCE-{_uid()}"
         rich, poor = f"c-be-{_uid()}", f"c-be-poor-{_uid()}"
