@@ -6,10 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aio_pika
-import asyncpg
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from outbox.amqp import declare
@@ -18,7 +16,8 @@ from sagaway.logging import configure_logging
 from sagaway.migrate import migrate
 from sagaway.settings import Settings
 from sagaway.topology import build_topology
-from tests.support import isolated_settings, new_run_id
+from tests.rabbit_cluster import ClusterUnavailable, RabbitCluster
+from tests.support import drop_database, isolated_settings, new_run_id
 
 TESTS = Path(__file__).parent
 
@@ -49,14 +48,7 @@ async def migrated(settings: Settings) -> AsyncIterator[Settings]:
     """This run's database, created and migrated; dropped when the run ends."""
     await migrate(settings)
     yield settings
-    url = make_url(settings.database_url)
-    conn = await asyncpg.connect(
-        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(settings)
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +88,28 @@ async def broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
     for name in (*topology.exchanges, topology.dead_letter_exchange):
         await channel.exchange_delete(name)
     await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def rabbit_cluster(run_id: str) -> AsyncIterator[RabbitCluster]:
+    """Three extra RabbitMQ nodes of this machine's installation, clustered together
+    (never with the machine's main broker); killed and deleted when the run ends."""
+    try:
+        cluster = RabbitCluster(run=run_id)
+    except ClusterUnavailable as exc:
+        pytest.skip(f"cannot run RabbitMQ nodes of the tests' own: {exc}")
+    try:
+        await cluster.create()
+        yield cluster
+    finally:
+        await cluster.destroy()
+
+
+@pytest.fixture
+async def cluster(rabbit_cluster: RabbitCluster) -> AsyncIterator[RabbitCluster]:
+    """The test cluster, every node running again after the test whatever it stopped."""
+    yield rabbit_cluster
+    stopped = [node for node in rabbit_cluster.nodes if not node.running]
+    if stopped:
+        await rabbit_cluster.start(*stopped)
+        await rabbit_cluster.wait_clustered()

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator.tables import sagas
@@ -37,7 +35,7 @@ from sagaway.supervisor import BACKEND_PORT_OFFSET, GRACE_S
 from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, Names, build_topology
 from tests.e2e.conftest import LOGS, System
 from tests.e2e.invariants import assert_invariants
-from tests.support import free_port, isolated_settings, new_run_id, wait_for
+from tests.support import drop_database, free_port, isolated_settings, new_run_id, wait_for
 
 Body = dict[str, Any]
 Admin = dict[str, str]
@@ -81,7 +79,7 @@ async def own() -> AsyncIterator[Installation]:
         await asyncio.to_thread(system.stop_all)
         await engine.dispose()
         await _delete_topology(settings)
-        await _drop_database(settings)
+        await drop_database(settings)
 
 
 async def _delete_topology(settings: Settings) -> None:
@@ -96,17 +94,6 @@ async def _delete_topology(settings: Settings) -> None:
             await channel.exchange_delete(name)
     finally:
         await connection.close()
-
-
-async def _drop_database(settings: Settings) -> None:
-    url = make_url(settings.database_url)
-    conn = await asyncpg.connect(
-        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 # --- HTTP helpers ----------------------------------------------------------------------
