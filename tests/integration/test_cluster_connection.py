@@ -60,7 +60,14 @@ async def queue_name(settings: Settings) -> AsyncIterator[str]:
 
 
 async def _consume(connection: ClusterConnection, queue: str) -> asyncio.Queue[bytes]:
-    """Bodies delivered to a consumer on ``queue`` over a robust channel of ``connection``."""
+    """Declare ``queue`` and consume it as components do; the bodies delivered.
+
+    The queue is declared on a channel closed afterwards, which aio-pika therefore does
+    not restore; the consumer's own channel only checks that the queue exists.
+    """
+    setup = await connection.channel()
+    await _declare(setup, queue)
+    await setup.close()
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def on_message(message: AbstractIncomingMessage) -> None:
@@ -87,6 +94,15 @@ async def _node(connection: ClusterConnection) -> str | None:
     return connection.node
 
 
+async def _until_on(connection: ClusterConnection, proxy: TcpProxy, what: str) -> None:
+    await wait_for(
+        lambda: _node(connection),
+        until=lambda node: node == f"127.0.0.1:{proxy.port}",
+        within=15,
+        what=what,
+    )
+
+
 async def _declare(channel: AbstractChannel, queue: str) -> None:
     await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
 
@@ -108,21 +124,13 @@ async def test_a_lost_node_fails_over_past_an_unreachable_one_and_the_consumer_c
     try:
         check_internals(connection)
         assert connection.node == f"127.0.0.1:{first.port}"
-        setup = await connection.channel()
-        await _declare(setup, queue_name)
-        await setup.close()
         got = await _consume(connection, queue_name)
         await _publish(settings, queue_name, b"before")
         assert await asyncio.wait_for(got.get(), 10) == b"before"
 
         # The node dies: its link drops; the next node refuses; the one after takes over.
         await first.cut()
-        await wait_for(
-            lambda: _node(connection),
-            until=lambda node: node == f"127.0.0.1:{last.port}",
-            within=15,
-            what="failover to the third node",
-        )
+        await _until_on(connection, last, "failover to the third node")
         await _publish(settings, queue_name, b"after")
         assert await asyncio.wait_for(got.get(), 10) == b"after"
     finally:
@@ -141,11 +149,6 @@ async def test_a_cluster_that_comes_back_without_the_queue_gets_it_declared_agai
     )
     await connection.connect(timeout=5)
     try:
-        # Declared as components do: on a channel closed afterwards, which aio-pika
-        # therefore does not restore (the consumer's own channel only checks the queue).
-        setup = await connection.channel()
-        await _declare(setup, queue_name)
-        await setup.close()
         got = await _consume(connection, queue_name)
 
         # Every node down; meanwhile the queue disappears (a cluster rebuilt empty).
@@ -157,12 +160,7 @@ async def test_a_cluster_that_comes_back_without_the_queue_gets_it_declared_agai
         await direct.close()
 
         await last.resume()
-        await wait_for(
-            lambda: _node(connection),
-            until=lambda node: node == f"127.0.0.1:{last.port}",
-            within=15,
-            what="reconnected to the node that came back",
-        )
+        await _until_on(connection, last, "reconnected to the node that came back")
         # The consumer was restored on the queue declared again, not left behind.
         await _publish(settings, queue_name, b"again")
         assert await asyncio.wait_for(got.get(), 10) == b"again"
