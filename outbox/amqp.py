@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
+from outbox.broker_nodes import node_address, parse_nodes
+from outbox.cluster_connection import ClusterConnection, Redeclare
 from outbox.errors import BrokerUnavailable
+
+# How long one attempt to open a link to a node may take: a node that does not answer
+# (a host down, packets dropped) must not hold a component back from the next one.
+CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -42,12 +50,41 @@ class Topology:
         return f"{queue}.dead"
 
 
-async def connect(url: str, *, name: str) -> AbstractRobustConnection:
-    """Open a connection that reconnects by itself after a broker restart."""
-    try:
-        return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
-    except (OSError, aio_pika.exceptions.AMQPError) as exc:
-        raise BrokerUnavailable(f"cannot connect to RabbitMQ: {type(exc).__name__}") from exc
+async def connect(
+    amqp_url: str, *, name: str, redeclare: Redeclare | None = None
+) -> ClusterConnection:
+    """Open a connection to a reachable node that fails over to the others by itself.
+
+    Args:
+        amqp_url: ``SAGAWAY_AMQP_URL``: one node's URL, or the nodes of one cluster
+            separated by commas.
+        name: the connection's name in RabbitMQ's tools.
+        redeclare: what to declare again whenever the link is reopened.
+
+    Raises:
+        BrokerUnavailable: no node accepted the connection (each one's error is named).
+    """
+    nodes = list(parse_nodes(amqp_url))
+    # Each connection takes the nodes in an order of its own: an installation's
+    # connections spread over the cluster instead of all landing on the first node, and
+    # when a node is lost its connections fail over to different survivors.
+    random.shuffle(nodes)
+    failures: list[str] = []
+    for start in range(len(nodes)):
+        connection = ClusterConnection(
+            nodes[start:] + nodes[:start],
+            client_properties={"connection_name": name},
+            redeclare=redeclare,
+        )
+        try:
+            await connection.connect(timeout=CONNECT_TIMEOUT_S)
+        except CONNECTION_EXCEPTIONS as exc:
+            # Type names only: a driver's message can carry the URL.
+            failures.append(f"{node_address(nodes[start])}: {type(exc).__name__}")
+            await connection.close()
+            continue
+        return connection
+    raise BrokerUnavailable("cannot connect to RabbitMQ: " + "; ".join(failures))
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> None:

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from aio_pika.exceptions import ChannelInvalidStateError
+from aio_pika.exceptions import AMQPConnectionError, ChannelClosed, ChannelInvalidStateError
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
@@ -28,6 +28,11 @@ log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
 MAX_HOLD_BACKOFF_S = 5.0
+
+# How settling a delivery fails when its link went away: refused at once on a channel
+# known closed, or failed while the frame was being written by a connection that a
+# broker (or a node shutting down) closed under it.
+_LINK_GONE = (ChannelInvalidStateError, ChannelClosed, AMQPConnectionError, ConnectionError)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 """Applies one message inside the given transaction. It must not commit."""
@@ -343,11 +348,13 @@ async def _settle(outcome: Awaitable[None]) -> None:
 
     A closed channel has already handed the message back to the broker, which
     delivers it again: after a commit, the inbox then drops it as a duplicate. aiormq
-    refuses the frame at once rather than send it on a channel the broker forgot.
+    refuses the frame at once rather than send it on a channel the broker forgot, or
+    fails it when the connection closes while it is written (a node lost or shutting
+    down); either way the consumer carries on, on the connection's next link.
     """
     try:
         await outcome
-    except ChannelInvalidStateError:
+    except _LINK_GONE:
         log.warning("channel closed before the message was settled; it will be redelivered")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -24,6 +24,7 @@ import sagaway
 from orchestrator.definitions import DEFINITIONS
 from orchestrator.dsl import Action, SagaDefinition
 from outbox.amqp import QueueSpec, Topology
+from outbox.broker_nodes import node_address, virtual_host
 from outbox.envelope import Envelope
 from sagaway.settings import Settings
 from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, build_topology
@@ -57,7 +58,8 @@ def build_asyncapi(settings: Settings) -> dict[str, Any]:
         A JSON-ready AsyncAPI 3.0.0 document.
     """
     topology = build_topology(settings)
-    vhost = _vhost(settings.amqp_url)
+    nodes = settings.amqp_nodes
+    vhost = virtual_host(nodes[0])
     commands = _commands_by_participant(DEFINITIONS.values())
     replies = tuple(contracts.REPLY_MODELS)
     # What each consumer's queue carries: a participant's commands, or every reply.
@@ -109,7 +111,7 @@ def build_asyncapi(settings: Settings) -> dict[str, Any]:
             "license": {"name": "Apache-2.0"},
         },
         "defaultContentType": CONTENT_TYPE,
-        "servers": {SERVER: _server(settings.amqp_url)},
+        "servers": _servers(nodes),
         "channels": channels,
         "operations": operations,
         "components": {
@@ -504,25 +506,22 @@ def _verb(command: str) -> str:
     return "".join(words)
 
 
-def _server(amqp_url: str) -> dict[str, Any]:
-    """Where the broker is, without credentials."""
-    parts = urlsplit(amqp_url)
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    secure = parts.scheme == "amqps"
-    try:
-        port = parts.port or (5671 if secure else 5672)
-    except ValueError:  # a malformed port: the client would refuse it too
-        port = 5671 if secure else 5672
+def _servers(nodes: tuple[str, ...]) -> dict[str, Any]:
+    """Where the broker is, without credentials: ``rabbitmq``, or ``rabbitmq-1``... for
+    each node of a cluster (a client may use any of them)."""
+    if len(nodes) == 1:
+        return {SERVER: _server(nodes[0], "The RabbitMQ broker of this installation")}
     return {
-        "host": f"{host}:{port}",
-        "protocol": "amqps" if secure else "amqp",
-        "pathname": "/" + _vhost(amqp_url).lstrip("/"),
-        "description": "The RabbitMQ broker of this installation (SAGAWAY_AMQP_URL).",
+        f"{SERVER}-{i}": _server(url, f"Node {i} of the RabbitMQ cluster of this installation")
+        for i, url in enumerate(nodes, start=1)
     }
 
 
-def _vhost(amqp_url: str) -> str:
-    path = urlsplit(amqp_url).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
+def _server(url: str, what: str) -> dict[str, Any]:
+    secure = urlsplit(url).scheme == "amqps"
+    return {
+        "host": node_address(url),
+        "protocol": "amqps" if secure else "amqp",
+        "pathname": "/" + virtual_host(url).lstrip("/"),
+        "description": f"{what} (SAGAWAY_AMQP_URL).",
+    }

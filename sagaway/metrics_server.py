@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -16,23 +17,39 @@ from sagaway.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# What is down, by dependency ("postgres", "rabbitmq"); empty when ready.
-Readiness = Callable[[], dict[str, str]]
+
+@dataclass(frozen=True, slots=True)
+class ReadyState:
+    """What a component's ``/readyz`` reports.
+
+    Attributes:
+        problems: What is down, by dependency (``postgres``, ``rabbitmq``), and why;
+            empty when ready.
+        rabbitmq_node: ``host:port`` of the RabbitMQ node the component is connected
+            to, None while it is connected to none.
+    """
+
+    problems: dict[str, str]
+    rabbitmq_node: str | None = None
+
+
+Readiness = Callable[[], ReadyState]
 
 
 def serve_metrics(settings: Settings, readiness: Readiness | None = None) -> None:
     """Serve on ``SAGAWAY_METRICS_PORT`` in a background thread, if set.
 
     ``/readyz`` answers 503 with a JSON body naming each dependency that is down and
-    why (200 ``{"status": "ready"}`` otherwise); without ``readiness`` it answers like
-    ``/healthz``: the process runs.
+    why (200 ``{"status": "ready"}`` otherwise), and in both the RabbitMQ node the
+    component is on (``rabbitmq_node``: ``host:port``, or null); without ``readiness``
+    it answers like ``/healthz``: the process runs.
     """
     if settings.metrics_port is None:
         return
     server = make_server(
         settings.metrics_host,
         settings.metrics_port,
-        _app(readiness or dict),
+        _app(readiness),
         server_class=_Server,
         handler_class=_QuietHandler,
     )
@@ -41,7 +58,7 @@ def serve_metrics(settings: Settings, readiness: Readiness | None = None) -> Non
     log.info("metrics and probes served", metrics=f"{base}/metrics", readyz=f"{base}/readyz")
 
 
-def _app(readiness: Readiness) -> Callable[..., Iterable[bytes]]:
+def _app(readiness: Readiness | None) -> Callable[..., Iterable[bytes]]:
     metrics = make_wsgi_app()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -49,21 +66,27 @@ def _app(readiness: Readiness) -> Callable[..., Iterable[bytes]]:
         if path == "/healthz":
             return _json(start_response, "200 OK", {"status": "ok"})
         if path == "/readyz":
-            problems = readiness()
-            if problems:
+            if readiness is None:
+                return _json(start_response, "200 OK", {"status": "ready"})
+            state = readiness()
+            node = {"rabbitmq_node": state.rabbitmq_node}
+            if state.problems:
                 body = {
                     "status": "not ready",
-                    "detail": "; ".join(f"{name}: {problem}" for name, problem in problems.items()),
-                    **{name: "down" for name in problems},
+                    "detail": "; ".join(f"{name}: {why}" for name, why in state.problems.items()),
+                    **{name: "down" for name in state.problems},
+                    **node,
                 }
                 return _json(start_response, "503 Service Unavailable", body)
-            return _json(start_response, "200 OK", {"status": "ready"})
+            return _json(start_response, "200 OK", {"status": "ready", **node})
         return metrics(environ, start_response)  # type: ignore[no-any-return]
 
     return app
 
 
-def _json(start_response: Callable[..., Any], status: str, body: dict[str, str]) -> list[bytes]:
+def _json(
+    start_response: Callable[..., Any], status: str, body: dict[str, str | None]
+) -> list[bytes]:
     payload = json.dumps(body).encode()
     start_response(
         status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]

@@ -8,13 +8,20 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outbox.broker_nodes import parse_nodes
+
 
 class Settings(BaseSettings):
     """Every knob sagaway has. Built in the entry point and passed down, never global."""
 
-    model_config = SettingsConfigDict(env_prefix="SAGAWAY_", extra="ignore")
+    # hide_input_in_errors: a rejected value (a URL with its password) never reaches
+    # the error message, which is printed and logged.
+    model_config = SettingsConfigDict(
+        env_prefix="SAGAWAY_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/sagaway"
+    # One node's URL, or the nodes of one RabbitMQ cluster separated by commas.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     admin_token: SecretStr | None = None
 
@@ -68,6 +75,17 @@ class Settings(BaseSettings):
                 return "postgresql+asyncpg://" + value[len(plain) :]
         return value
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_nodes(cls, value: str) -> str:
+        # A bad URL is refused at start, naming which one and why (never its password).
+        return ",".join(parse_nodes(value))
+
+    @property
+    def amqp_nodes(self) -> tuple[str, ...]:
+        """The RabbitMQ node URLs ``amqp_url`` lists, in its order."""
+        return parse_nodes(self.amqp_url)
+
     def admin_token_value(self) -> str | None:
         """The admin token, or None when admin calls must all be refused."""
         if self.admin_token is None or not self.admin_token.get_secret_value():
@@ -77,7 +95,10 @@ class Settings(BaseSettings):
 
 def redact_url(url: str) -> str:
     """Return ``url`` with any password (in the user part or a query argument) hidden,
-    fit for logs and error messages."""
+    fit for logs and error messages. A list of URLs separated by commas (RabbitMQ's
+    nodes, PostgreSQL's hosts) has each one's hidden."""
+    if "," in url:
+        return ",".join(redact_url(part) for part in url.split(","))
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -17,6 +17,7 @@ from sagaway.migrate import migrate
 from sagaway.settings import Settings
 from sagaway.topology import build_topology
 from tests.private_postgres import PrivatePostgres
+from tests.rabbit_cluster import ClusterUnavailable, RabbitCluster
 from tests.support import delete_topology, drop_database, isolated_settings, new_run_id
 
 TESTS = Path(__file__).parent
@@ -93,3 +94,28 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+async def rabbit_cluster(run_id: str) -> AsyncIterator[RabbitCluster]:
+    """Three extra RabbitMQ nodes of this machine's installation, clustered together
+    (never with the machine's main broker); killed and deleted when the run ends."""
+    try:
+        cluster = RabbitCluster(run=run_id)
+    except ClusterUnavailable as exc:
+        pytest.skip(f"cannot run RabbitMQ nodes of the tests' own: {exc}")
+    try:
+        await cluster.create()
+        yield cluster
+    finally:
+        await cluster.destroy()
+
+
+@pytest.fixture
+async def cluster(rabbit_cluster: RabbitCluster) -> AsyncIterator[RabbitCluster]:
+    """The test cluster, every node running again after the test whatever it stopped."""
+    yield rabbit_cluster
+    stopped = [node for node in rabbit_cluster.nodes if not node.running]
+    if stopped:
+        await rabbit_cluster.start(*stopped)
+        await rabbit_cluster.wait_clustered()

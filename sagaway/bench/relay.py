@@ -31,7 +31,7 @@ from typing import Any
 import aio_pika
 from sqlalchemy import MetaData, text
 
-from outbox.amqp import QueueSpec, Topology, declare
+from outbox.amqp import QueueSpec, Topology, connect, declare
 from outbox.publisher import AioPikaPublisher, RawMessage
 from outbox.tables import outbox_table
 from sagaway.bench.stats import LatencyStats, summarize
@@ -95,7 +95,7 @@ async def _main(settings: Settings, options: RelayBenchOptions) -> int:
     names = _Names(uuid.uuid4().hex[:8])
     engine = create_engine(settings.database_url, pool_size=4)
     table = outbox_table(MetaData(schema=names.schema))
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await connect(settings.amqp_url, name="sagaway-bench-relay")
     channel = await connection.channel()
     topology = Topology(
         exchanges=(names.exchange(settings),),
@@ -444,7 +444,7 @@ async def _raw_child(client: str, exchange_name: str, count: int) -> None:
     """Publish ``count`` persistent messages with confirms and nothing else; prints the
     span from the first publish to the last confirm."""
     url = os.environ.get("SAGAWAY_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    connection = await aio_pika.connect_robust(url)
+    connection = await connect(url, name=f"sagaway-bench-{client}")
     try:
         publish = _raw_aiopika if client == "aiopika" else _raw_batched
         started = time.time()
@@ -532,7 +532,7 @@ async def _relay_child(schema: str) -> None:
     settings = Settings()
     stop = stop_on_signals()
     engine = create_engine(settings.database_url, pool_size=settings.relay_concurrency + 1)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await connect(settings.amqp_url, name="sagaway-bench-relay-child")
     wakeup = Wakeup(partial(raw_connect, settings.database_url))
     relay = Relay(
         engine=engine,

@@ -9,17 +9,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from outbox.amqp import connect, declare
+from outbox.cluster_connection import ClusterConnection
 from outbox.errors import BrokerUnavailable
 from outbox.handoff import Handoff
 from outbox.health import Health
 from outbox.publisher import AioPikaPublisher
 from sagaway.database import create_engine, session_factory
-from sagaway.metrics_server import Readiness
+from sagaway.metrics_server import Readiness, ReadyState
 from sagaway.probes import PROBE_TIMEOUT_S, database_problem
 from sagaway.settings import Settings, redact_url
 from sagaway.topology import build_topology
@@ -48,11 +49,18 @@ class Resources:
 
     db: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    broker: AbstractRobustConnection
+    broker: ClusterConnection
 
 
-async def connect_broker(settings: Settings, *, name: str) -> AbstractRobustConnection:
-    """Connect to RabbitMQ, waiting with backoff while it is down, and declare topology."""
+async def connect_broker(settings: Settings, *, name: str) -> ClusterConnection:
+    """Connect to a node of RabbitMQ, waiting with backoff while none answers, and
+    declare the topology; the connection declares it again whenever it reconnects
+    (to the same node or another), in case the cluster came back without it."""
+    topology = build_topology(settings)
+
+    async def redeclare(channel: AbstractChannel) -> None:
+        await declare(channel, topology)
+
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(BrokerUnavailable),
         wait=wait_exponential(multiplier=0.5, max=10),
@@ -64,11 +72,11 @@ async def connect_broker(settings: Settings, *, name: str) -> AbstractRobustConn
         reraise=True,
     ):
         with attempt:
-            connection = await connect(settings.amqp_url, name=name)
+            connection = await connect(settings.amqp_url, name=name, redeclare=redeclare)
     channel = await connection.channel()
-    await declare(channel, build_topology(settings))
+    await declare(channel, topology)
     await channel.close()
-    log.info("connected to rabbitmq", url=redact_url(settings.amqp_url))
+    log.info("connected to rabbitmq", node=connection.node)
     return connection
 
 
@@ -90,14 +98,15 @@ def readiness(res: Resources, health: Health | None = None) -> Readiness:
     """The component's ``/readyz`` check, called from the probe server's thread.
 
     PostgreSQL is asked live (``SELECT 1`` on the component's own engine, run on its
-    event loop); RabbitMQ by the state of the component's robust connection; ``health``
-    adds what the component's own loop last ran into.
+    event loop); RabbitMQ by the state of the component's robust connection, which also
+    names the node it is on; ``health`` adds what the component's own loop last ran into.
     """
     loop = asyncio.get_running_loop()
 
-    def check() -> dict[str, str]:
+    def check() -> ReadyState:
         problems = health.problems() if health is not None else {}
-        if not res.broker.connected.is_set():
+        node = res.broker.node
+        if node is None:
             problems.setdefault("rabbitmq", "connection lost, reconnecting")
         try:
             db = asyncio.run_coroutine_threadsafe(database_problem(res.db), loop).result(
@@ -107,7 +116,7 @@ def readiness(res: Resources, health: Health | None = None) -> Readiness:
             db = f"no answer: {type(exc).__name__}"
         if db is not None:
             problems.setdefault("postgres", db.removeprefix("postgres: "))
-        return problems
+        return ReadyState(problems=problems, rabbitmq_node=node)
 
     return check
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import aio_pika
 import structlog
 from fastapi import APIRouter, HTTPException, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from orchestrator.engine import SagaEngine, SagaNotFound
 from orchestrator.state import SagaStatus
 from orchestrator.state_machine import InvalidRequest
-from outbox.amqp import Topology
+from outbox.amqp import Topology, connect
 from outbox.dead_letters import peek
+from outbox.errors import BrokerUnavailable
 from sagaway.topology import build_topology
 from services.ops import faults
 from services.ops.audit import record_action
@@ -187,8 +187,8 @@ async def get_dead_letters(
     """Every dead-letter queue with its size and first messages (left in place)."""
     topology: Topology = build_topology(settings)
     try:
-        connection = await aio_pika.connect_robust(settings.amqp_url)
-    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        connection = await connect(settings.amqp_url, name="sagaway-api-dead-letters")
+    except BrokerUnavailable as exc:
         raise HTTPException(status_code=503, detail="rabbitmq unavailable") from exc
     try:
         queues = await peek(

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from sagaway.probes import broker_problem, database_problem
+from sagaway.probes import broker_probe, database_problem
 
 router = APIRouter(tags=["health"])
 
@@ -27,7 +27,12 @@ async def healthz() -> dict[str, str]:
         200: {
             "content": {
                 "application/json": {
-                    "example": {"status": "ready", "postgres": "up", "rabbitmq": "up"}
+                    "example": {
+                        "status": "ready",
+                        "postgres": "up",
+                        "rabbitmq": "up",
+                        "rabbitmq_node": "10.0.0.7:5672",
+                    }
                 }
             }
         },
@@ -36,9 +41,10 @@ async def healthz() -> dict[str, str]:
             "content": {
                 "application/json": {
                     "example": {
-                        "detail": "rabbitmq: AMQPConnectionError",
+                        "detail": "rabbitmq: 10.0.0.7:5672 AMQPConnectionError",
                         "postgres": "up",
                         "rabbitmq": "down",
+                        "rabbitmq_node": None,
                     }
                 }
             },
@@ -46,19 +52,19 @@ async def healthz() -> dict[str, str]:
     },
 )
 async def readyz(request: Request) -> JSONResponse:
-    """200 when PostgreSQL and RabbitMQ answer, else 503 naming which does not."""
+    """200 when PostgreSQL and RabbitMQ answer, else 503 naming which does not;
+    ``rabbitmq_node`` is the RabbitMQ node that answered (``host:port``), tried in the
+    order ``SAGAWAY_AMQP_URL`` lists them."""
     db, broker = await asyncio.gather(
         database_problem(request.app.state.db_engine),
-        broker_problem(request.app.state.settings.amqp_url),
+        broker_probe(request.app.state.settings.amqp_url),
     )
-    problems = [p for p in (db, broker) if p]
+    problems = [p for p in (db, broker.problem) if p]
+    states = {
+        "postgres": "down" if db else "up",
+        "rabbitmq": "down" if broker.problem else "up",
+        "rabbitmq_node": broker.node,
+    }
     if problems:
-        return JSONResponse(
-            status_code=503,
-            content={
-                "detail": "; ".join(problems),
-                "postgres": "down" if db else "up",
-                "rabbitmq": "down" if broker else "up",
-            },
-        )
-    return JSONResponse({"status": "ready", "postgres": "up", "rabbitmq": "up"})
+        return JSONResponse(status_code=503, content={"detail": "; ".join(problems), **states})
+    return JSONResponse({"status": "ready", **states})

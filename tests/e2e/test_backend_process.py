@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator.tables import sagas
+from outbox.broker_nodes import node_address
 from sagaway.migrate import migrate
 from sagaway.supervisor import BACKEND_PORT_OFFSET, GRACE_S
 from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, Names
@@ -92,7 +93,10 @@ async def test_api_and_one_backend_process_run_every_outcome_and_serve_its_probe
         await until_ready(api, "API ready")
         await until_ready(side, "backend ready")
         assert (await side.get("/healthz")).json() == {"status": "ok"}
-        assert (await side.get("/readyz")).json() == {"status": "ready"}
+        assert (await side.get("/readyz")).json() == {
+            "status": "ready",
+            "rabbitmq_node": node_address(own.settings.amqp_nodes[0]),
+        }
 
         sku, scarce = f"BE-{_uid()}", f"BE-SCARCE-{_uid()}"
         rich, poor = f"c-be-{_uid()}", f"c-be-poor-{_uid()}"

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator.tables import sagas
+from outbox.broker_nodes import node_address
 from services.orders.tables import idempotency_keys, orders
 from tests.e2e.conftest import System
 from tests.support import ADMIN_TOKEN, wait_for
@@ -629,8 +630,16 @@ async def test_healthz_is_200(api: httpx.AsyncClient) -> None:
     assert (await api.get("/healthz")).status_code == 200
 
 
-async def test_readyz_is_200_with_postgres_and_rabbitmq_up(api: httpx.AsyncClient) -> None:
+async def test_readyz_is_200_with_postgres_and_rabbitmq_up_naming_the_node(
+    api: httpx.AsyncClient, system: System
+) -> None:
     response = await api.get("/readyz")
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {
+        "status": "ready",
+        "postgres": "up",
+        "rabbitmq": "up",
+        "rabbitmq_node": node_address(system.settings.amqp_nodes[0]),
+    }

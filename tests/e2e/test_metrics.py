@@ -7,6 +7,7 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from outbox.broker_nodes import node_address
 from tests.e2e.conftest import System
 from tests.support import free_port, wait_for
 
@@ -63,7 +64,7 @@ async def test_a_relay_serves_its_metrics_and_probes(
             assert (await client.get("/healthz")).json() == {"status": "ok"}
             ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text
-            assert ready.json() == {"status": "ready"}
+            assert ready.json() == {"status": "ready", "rabbitmq_node": _node(system)}
     finally:
         system.stop("relay-metrics")
 
@@ -83,7 +84,7 @@ async def test_a_worker_answers_its_probes(system: System) -> None:
             ready = await wait_for(readyz, until=lambda r: r is not None, within=30)
             assert ready is not None
             assert ready.status_code == 200, ready.text
-            assert ready.json() == {"status": "ready"}
+            assert ready.json() == {"status": "ready", "rabbitmq_node": _node(system)}
             assert (await client.get("/healthz")).json() == {"status": "ok"}
     finally:
         system.stop("worker-probes")
@@ -139,3 +140,8 @@ async def test_a_worker_counts_its_database_round_trips_on_its_side_port(
         assert second["process_cpu_seconds_total[]"] > 0
     finally:
         system.stop("worker-db")
+
+
+def _node(system: System) -> str:
+    """The node a component of ``system`` connects to (it lists one)."""
+    return node_address(system.settings.amqp_nodes[0])

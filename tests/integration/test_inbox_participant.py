@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aio_pika
+import aiormq
 import pytest
 from aio_pika.abc import (
     AbstractChannel,
@@ -325,11 +326,17 @@ async def test_an_unparseable_message_is_dead_lettered_and_the_consumer_goes_on(
     assert reply.message_type == c.INVENTORY_RESERVED
 
 
+@pytest.mark.parametrize("ack_fails_with", [None, "connection closed while writing"])
 async def test_a_message_whose_channel_closed_before_the_ack_is_applied_once(
-    harness: Harness, sku: str, sessions: async_sessionmaker[AsyncSession]
+    harness: Harness,
+    sku: str,
+    sessions: async_sessionmaker[AsyncSession],
+    ack_fails_with: str | None,
 ) -> None:
-    # aiormq 7 refuses an ack on a closed channel at once (ChannelInvalidStateError).
-    # The commit stands; the broker redelivers the message and the inbox drops it.
+    # aiormq 7 refuses an ack on a closed channel at once (ChannelInvalidStateError);
+    # an ack already being written when a node shuts down fails with ConnectionClosed
+    # instead. Either way the commit stands, the consumer goes on, the broker
+    # redelivers the message and the inbox drops it.
     command = reserve(uuid.uuid4(), uuid.uuid4(), sku, 2)
     await harness.send(command)
     consumer = Consumer(
@@ -348,6 +355,8 @@ async def test_a_message_whose_channel_closed_before_the_ack_is_applied_once(
     )
     assert delivery is not None
     await channel.close()  # the broker requeues the unacknowledged delivery
+    if ack_fails_with is not None:
+        delivery = _AckCutShort(delivery, ack_fails_with)  # type: ignore[assignment]
 
     await consumer.process(delivery)
 
@@ -359,3 +368,18 @@ async def test_a_message_whose_channel_closed_before_the_ack_is_applied_once(
     assert await inbox_rows(sessions, command) == 1
     assert await level(sessions, sku) == StockLevel(sku, STOCK - 2, 2)
     assert len(await replies_to(sessions, command)) == 1
+
+
+class _AckCutShort:
+    """A delivery whose acknowledgement fails as one being written when the connection
+    closes under it (aiormq raises the connection's close from the write)."""
+
+    def __init__(self, delivery: AbstractIncomingMessage, why: str) -> None:
+        self._delivery = delivery
+        self._why = why
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._delivery, name)
+
+    async def ack(self, multiple: bool = False) -> None:
+        raise aiormq.exceptions.ConnectionClosed(320, f"CONNECTION_FORCED - {self._why}")
