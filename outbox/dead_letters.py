@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import ChannelNotFoundEntity
 
 from outbox.amqp import message_count
 
@@ -35,12 +36,24 @@ class DeadLetterQueue:
 async def peek(
     connection: AbstractRobustConnection, queues: Sequence[str], *, limit: int
 ) -> list[DeadLetterQueue]:
-    """Up to ``limit`` messages of each queue; every one is put back untouched."""
+    """Up to ``limit`` messages of each queue; every one is put back untouched.
+
+    A queue that does not exist yet (declared when its consumer first starts) holds
+    nothing: it is answered as empty.
+    """
     result: list[DeadLetterQueue] = []
     channel = await connection.channel()
     try:
         for name in queues:
-            queue = await channel.get_queue(name, ensure=True)
+            try:
+                queue = await channel.get_queue(name, ensure=True)
+            except ChannelNotFoundEntity:
+                result.append(DeadLetterQueue(queue=name, count=0, messages=[]))
+                # The broker closed the channel; closing it here too stops aio-pika's
+                # robust channel from reopening it behind our back.
+                await channel.close()
+                channel = await connection.channel()
+                continue
             count = await message_count(channel, name)
             held: list[AbstractIncomingMessage] = []
             for _ in range(min(limit, count)):

@@ -10,9 +10,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import aio_pika
+import asyncpg
 from sqlalchemy.engine import make_url
 
 from sagaway.settings import Settings
+from sagaway.topology import build_topology
 
 T = TypeVar("T")
 
@@ -72,3 +75,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def drop_database(settings: Settings) -> None:
+    """Drop the database ``settings`` names, whoever is still connected to it."""
+    url = make_url(settings.database_url)
+    conn = await asyncpg.connect(
+        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def delete_topology(settings: Settings) -> None:
+    """Delete the namespace's queues (with their dead-letter queues) and exchanges.
+
+    On a connection of its own: the broker may have been restarted by a test.
+    """
+    topology = build_topology(settings)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        for spec in topology.queues:
+            await channel.queue_delete(spec.name)
+            await channel.queue_delete(topology.dead_letter_queue(spec.name))
+        for name in (*topology.exchanges, topology.dead_letter_exchange):
+            await channel.exchange_delete(name)
+    finally:
+        await connection.close()

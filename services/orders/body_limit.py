@@ -6,6 +6,9 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+MAX_BODY_BYTES = 64 * 1024
+"""The API's body limit (SPEC: over 64 KiB is a 413)."""
+
 
 class BodyLimitMiddleware:
     """Answers 413 when a body exceeds ``max_bytes``.
