@@ -85,7 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/metrics", make_asgi_app(), name="metrics")
     app.add_exception_handler(Exception, _unhandled)
     app.add_exception_handler(405, method_not_allowed)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES, timeout_s=settings.api_body_timeout_s
+    )
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(TracingMiddleware)  # last added, outermost: its span covers the rest
     return app

@@ -125,6 +125,10 @@ NOT_JSON = problem(
 
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: NOT_JSON,
+    408: problem(
+        "The body did not arrive whole within `SAGAWAY_API_BODY_TIMEOUT_S`",
+        "request body not received within 30 seconds",
+    ),
     413: problem(
         f"Body over {MAX_BODY_BYTES // 1024} KiB", f"request body exceeds {MAX_BODY_BYTES} bytes"
     ),

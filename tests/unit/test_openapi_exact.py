@@ -131,7 +131,7 @@ def test_an_operation_with_a_body_documents_how_a_body_is_refused(
 
     assert len(with_body) == 4
     for method, path, operation in with_body:
-        assert {"400", "413", "422"} <= set(operation["responses"]), (method, path)
+        assert {"400", "408", "413", "422"} <= set(operation["responses"]), (method, path)
 
 
 def test_admin_operations_declare_the_bearer_token_and_its_401(openapi: dict[str, Any]) -> None:
