@@ -22,11 +22,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from sagaway.migrate import migrate
-from tests.e2e.conftest import LOGS, System
+from tests.e2e.conftest import LOGS, System, wait_answering
 from tests.support import (
     ADMIN_TOKEN,
     delete_topology,
@@ -34,7 +33,6 @@ from tests.support import (
     free_port,
     isolated_settings,
     new_run_id,
-    wait_for,
 )
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -63,15 +61,7 @@ async def own_api() -> AsyncIterator[str]:
         await migrate(settings)
         system.start("api", "api", "--port", str(port))
         system.start("backend", "backend")
-        async with httpx.AsyncClient(base_url=system.api_url, timeout=5) as client:
-
-            async def ready() -> int:
-                try:
-                    return (await client.get("/readyz")).status_code
-                except httpx.TransportError:
-                    return 0
-
-            await wait_for(ready, until=lambda s: s == 200, within=60, what="own API ready")
+        await wait_answering(system.api_url, "/readyz", within=60, what="own API ready")
         yield system.api_url
     finally:
         await asyncio.to_thread(system.stop_all)

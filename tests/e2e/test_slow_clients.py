@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.e2e.conftest import System
-from tests.support import free_port, wait_for
+from tests.e2e.conftest import System, wait_answering
+from tests.support import free_port
 
 HEADER_S = 2.0
 BODY_S = 3.0
@@ -59,15 +59,7 @@ async def guarded(system: System) -> AsyncIterator[Guarded]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-
-            async def up() -> int:
-                try:
-                    return (await client.get("/healthz")).status_code
-                except httpx.TransportError:
-                    return 0
-
-            await wait_for(up, until=lambda s: s == 200, within=60, what="guarded API up")
+        await wait_answering(url, "/healthz", within=60, what="guarded API up")
         yield Guarded(url=url, host="127.0.0.1", port=port)
     finally:
         await asyncio.to_thread(system.stop, "api-guarded")
