@@ -112,7 +112,7 @@ def not_a_uuid(parameter: str) -> dict[str, Any]:
     )
 
 
-UNAVAILABLE = problem("PostgreSQL unavailable; nothing was written", "database unavailable")
+UNAVAILABLE = problem("PostgreSQL unavailable; nothing was half-written", "database unavailable")
 """A 503: every route that reads or writes the database can answer it."""
 
 NOT_JSON = problem(
