@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import ChannelNotFoundEntity
 
 from outbox.amqp import message_count
+from outbox.errors import BrokerUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +38,36 @@ class DeadLetterQueue:
 async def peek(
     connection: AbstractRobustConnection, queues: Sequence[str], *, limit: int
 ) -> list[DeadLetterQueue]:
-    """Up to ``limit`` messages of each queue; every one is put back untouched."""
+    """Up to ``limit`` messages of each queue; every one is put back untouched.
+
+    A queue that does not exist yet (declared when its consumer first starts) holds
+    nothing: it is answered as empty.
+
+    Raises:
+        BrokerUnavailable: RabbitMQ was lost before or while reading.
+    """
+    try:
+        return await _peek(connection, queues, limit=limit)
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        raise BrokerUnavailable(f"cannot read dead letters: {type(exc).__name__}") from exc
+
+
+async def _peek(
+    connection: AbstractRobustConnection, queues: Sequence[str], *, limit: int
+) -> list[DeadLetterQueue]:
     result: list[DeadLetterQueue] = []
     channel = await connection.channel()
     try:
         for name in queues:
-            queue = await channel.get_queue(name, ensure=True)
+            try:
+                queue = await channel.get_queue(name, ensure=True)
+            except ChannelNotFoundEntity:
+                result.append(DeadLetterQueue(queue=name, count=0, messages=[]))
+                # The broker closed the channel; closing it here too stops aio-pika's
+                # robust channel from reopening it behind our back.
+                await channel.close()
+                channel = await connection.channel()
+                continue
             count = await message_count(channel, name)
             held: list[AbstractIncomingMessage] = []
             for _ in range(min(limit, count)):

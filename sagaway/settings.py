@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     # must fit in PostgreSQL's max_connections (100 by default).
     db_pool_size: int = Field(default=5, ge=1, le=200)
 
+    # The HTTP API against slow and idle clients. A request head (request line and
+    # headers) must arrive whole within api_header_timeout_s of the connection opening,
+    # or of its first byte on a kept-alive connection; a body within api_body_timeout_s
+    # of its head (else 408). A connection idle after a response is closed after
+    # api_keep_alive_s: longer than the usual client or load-balancer idle timeout, so
+    # that the client is the one that closes it (a server-side close races with a
+    # request the client is just sending).
+    api_header_timeout_s: float = Field(default=10.0, gt=0)
+    api_body_timeout_s: float = Field(default=30.0, gt=0)
+    api_keep_alive_s: int = Field(default=30, ge=1)
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 

@@ -7,6 +7,7 @@ import socket
 import uvicorn
 from fastapi import FastAPI
 
+from sagaway.runners.http_protocol import head_deadline_protocol
 from sagaway.settings import Settings
 from services.orders.app import create_app, release_waiters
 
@@ -21,10 +22,10 @@ def run_api(settings: Settings, *, host: str, port: int) -> None:
         log_config=None,  # our structlog handler formats uvicorn's lines too
         access_log=False,
         timeout_graceful_shutdown=10,
-        # Longer than the usual client or load-balancer idle timeout, so the client is
-        # the one that closes an idle connection (a server-side close races with a
-        # request the client is just sending).
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.api_keep_alive_s,
+        # uvicorn has no deadline of its own on a request head; ours closes the
+        # connections of clients that connect and say nothing, or trickle their headers.
+        http=head_deadline_protocol(settings.api_header_timeout_s),
     )
     _Server(config, app).run()
 

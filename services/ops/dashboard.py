@@ -6,7 +6,6 @@ Shared by the dashboard's HTTP routes; everything here reads, nothing writes.
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +34,7 @@ from outbox.dead_letters import peek
 from outbox.errors import BrokerUnavailable
 from sagaway.settings import Settings
 from sagaway.topology import OUTBOX_TABLES, build_topology
-from services.ops.sagas import decode_cursor
+from services.ops.sagas import decode_cursor, encode_cursor
 
 # Counts are exact up to here and estimated from the table's statistics beyond, so the
 # overview stays fast with millions of sagas.
@@ -207,14 +206,8 @@ async def search(
     more = len(rows) > limit and bool(items)
     return SearchPage(
         items=items,
-        next_cursor=_encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+        next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
     )
-
-
-def _encode_cursor(created_at: datetime, saga_id: uuid.UUID) -> str:
-    # The format of services.ops.sagas.encode_cursor, which takes a whole record.
-    raw = f"{created_at.isoformat()}|{saga_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 # ------------------------------------------------------------------ one saga

@@ -5,11 +5,10 @@ Each action, its effect and its audit record commit in one transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +28,21 @@ class SagaAction(Protocol):
 
 
 class BadCursor(ValueError):
-    """The pagination cursor was not one this API handed out."""
+    """The pagination cursor does not have the form of one this API hands out."""
+
+
+CURSOR_PATTERN = r"^[0-9]{1,17}-[0-9a-f]{32}$"
+"""The form of a cursor: microseconds since 1970 (UTC), ``-``, a saga id in hex.
+
+Clients treat it as opaque and pass ``next_cursor`` back; the form is public so that the
+OpenAPI document can say exactly which strings are cursors. Every string of this form is
+one: it names a point of the keyset ``(created_at, id)``, and its page is the sagas
+older than that point, whether or not a saga is there (empty past the oldest).
+"""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,20 +53,19 @@ class Page:
     next_cursor: str | None
 
 
-def encode_cursor(record: SagaRecord) -> str:
-    """An opaque cursor pointing just past ``record``."""
-    raw = f"{record.created_at.isoformat()}|{record.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(created_at: datetime, saga_id: uuid.UUID) -> str:
+    """A cursor pointing just past the saga created at ``created_at`` with ``saga_id``."""
+    # Integer arithmetic on timedeltas: exact to the microsecond PostgreSQL keeps.
+    return f"{(created_at - _EPOCH) // _MICROSECOND}-{saga_id.hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """Inverse of ``encode_cursor``; raises BadCursor."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, saga_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(saga_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise BadCursor(cursor) from exc
+    """Inverse of ``encode_cursor``, total on ``CURSOR_PATTERN``; raises BadCursor."""
+    if not _CURSOR.fullmatch(cursor):
+        raise BadCursor(cursor)
+    micros, _, hex_id = cursor.partition("-")
+    # 17 digits stay within year 5138: no overflow for any string of the pattern.
+    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex=hex_id)
 
 
 async def list_sagas(
@@ -69,7 +81,10 @@ async def list_sagas(
     rows = await engine.repository.page(session, status=status, limit=limit + 1, before=before)
     items = rows[:limit]
     more = len(rows) > limit
-    return Page(items=items, next_cursor=encode_cursor(items[-1]) if more and items else None)
+    return Page(
+        items=items,
+        next_cursor=(encode_cursor(items[-1].created_at, items[-1].id) if more and items else None),
+    )
 
 
 async def retry_saga(

@@ -26,15 +26,14 @@ from services.orders import (
     routes_orders,
     routes_sagas,
 )
-from services.orders.body_limit import BodyLimitMiddleware
+from services.orders.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
+from services.orders.method_not_allowed import method_not_allowed
 from services.orders.request_log import RequestLogMiddleware
 from services.orders.saga_watch import SagaEndWatcher
 from services.orders.tracing_middleware import TracingMiddleware
 from services.orders.unavailable import DatabaseUnavailableMiddleware
 
 log = structlog.get_logger(__name__)
-
-MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -85,10 +84,13 @@ def create_app(settings: Settings) -> FastAPI:
     # The API's own metrics (and any the process registers) on its HTTP port.
     app.mount("/metrics", make_asgi_app(), name="metrics")
     app.add_exception_handler(Exception, _unhandled)
+    app.add_exception_handler(405, method_not_allowed)
     # Innermost of ours: a database outage is a 503 by the time the access log and the
     # request's span see it.
     app.add_middleware(DatabaseUnavailableMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES, timeout_s=settings.api_body_timeout_s
+    )
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(TracingMiddleware)  # last added, outermost: its span covers the rest
     return app

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from services.orders.body_limit import MAX_BODY_BYTES
+
 
 class Problem(BaseModel):
     """An error answer."""
@@ -108,3 +110,27 @@ def not_a_uuid(parameter: str) -> dict[str, Any]:
             ]
         },
     )
+
+
+UNAVAILABLE = problem("PostgreSQL unavailable; nothing was half-written", "database unavailable")
+"""A 503: every route that reads or writes the database can answer it."""
+
+NOT_JSON = problem(
+    "The body could not be read as JSON: not UTF-8 text, or nested too deeply "
+    "(a body that is text but not JSON is a 422)",
+    "There was an error parsing the body",
+)
+"""A 400 from FastAPI's own body reading, for a route that takes a JSON body."""
+
+
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: NOT_JSON,
+    408: problem(
+        "The body did not arrive whole within `SAGAWAY_API_BODY_TIMEOUT_S`",
+        "request body not received within 30 seconds",
+    ),
+    413: problem(
+        f"Body over {MAX_BODY_BYTES // 1024} KiB", f"request body exceeds {MAX_BODY_BYTES} bytes"
+    ),
+}
+"""The error answers of every route that takes a JSON body, whatever it does with it."""

@@ -10,11 +10,11 @@ from services.contracts import SKU_PATTERN
 from services.inventory import stock
 from services.ops.audit import record_action
 from services.orders.dependencies import AdminDep, SessionDep
-from services.orders.responses import UNAUTHORIZED, invalid, problem
+from services.orders.responses import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, invalid, problem
 from services.orders.schemas import CustomerUpdate, CustomerView, InventoryUpdate, InventoryView
 from services.payment import credit
 
-router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED})
+router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE})
 
 Sku = Annotated[str, Path(pattern=SKU_PATTERN)]
 CustomerId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -23,7 +23,7 @@ CustomerId = Annotated[str, Path(min_length=1, max_length=64)]
 @router.put(
     "/inventory/{sku}",
     response_model=InventoryView,
-    responses={422: invalid("Bad SKU or stock level")},
+    responses={**BODY_ERRORS, 422: invalid("Bad SKU or stock level")},
 )
 async def put_inventory(
     sku: Sku, body: InventoryUpdate, session: SessionDep, _: AdminDep
@@ -50,7 +50,7 @@ async def get_inventory(sku: Sku, session: SessionDep, _: AdminDep) -> Inventory
 @router.put(
     "/customers/{customer_id}",
     response_model=CustomerView,
-    responses={422: invalid("Bad customer id or credit limit")},
+    responses={**BODY_ERRORS, 422: invalid("Bad customer id or credit limit")},
 )
 async def put_customer(
     customer_id: CustomerId, body: CustomerUpdate, session: SessionDep, actor: AdminDep

@@ -12,9 +12,11 @@ from pydantic import BaseModel, ConfigDict
 from services.ops.audit import record_action
 from services.ops.outbox_admin import dead_rows, requeue_dead
 from services.orders.dependencies import AdminDep, SessionDep
-from services.orders.responses import UNAUTHORIZED, invalid, not_a_uuid, problem
+from services.orders.responses import UNAUTHORIZED, UNAVAILABLE, invalid, not_a_uuid, problem
 
-router = APIRouter(prefix="/admin/outbox", tags=["admin"], responses={401: UNAUTHORIZED})
+router = APIRouter(
+    prefix="/admin/outbox", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE}
+)
 
 _DEAD_EXAMPLE: dict[str, Any] = {
     "outbox": "sagas",

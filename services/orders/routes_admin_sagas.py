@@ -18,11 +18,19 @@ from outbox.errors import BrokerUnavailable
 from sagaway.topology import build_topology
 from services.ops import faults
 from services.ops.audit import record_action
-from services.ops.sagas import BadCursor, SagaAction, abort_saga, list_sagas, retry_saga
+from services.ops.sagas import CURSOR_PATTERN, SagaAction, abort_saga, list_sagas, retry_saga
 from services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
-from services.orders.responses import UNAUTHORIZED, invalid, not_a_uuid, problem
+from services.orders.responses import (
+    BODY_ERRORS,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    invalid,
+    not_a_uuid,
+    problem,
+)
 from services.orders.routes_sagas import saga_view
 from services.orders.schemas import (
+    CURSOR_EXAMPLE,
     DeadLetterQueueView,
     DeadLetterView,
     FaultUpdate,
@@ -31,9 +39,30 @@ from services.orders.schemas import (
     SagaPage,
 )
 
-router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED})
+router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE})
 
 Participant = Annotated[str, Path(pattern=r"^(inventory|payment|notification)$")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        pattern=CURSOR_PATTERN,
+        description="The `next_cursor` of the previous page. Any string of this form is a "
+        "cursor: the page holds the sagas created before the point it names.",
+        examples=[CURSOR_EXAMPLE],
+    ),
+]
+BAD_FILTER = invalid(
+    "Bad filter, limit or cursor",
+    {
+        "detail": [
+            {
+                "loc": ["query", "cursor"],
+                "msg": f"String should match pattern '{CURSOR_PATTERN}'",
+                "type": "string_pattern_mismatch",
+            }
+        ]
+    },
+)
 
 _SAGA_ID = "5b1d3c7a-9e2f-4b8a-8c6d-1a2b3c4d5e6f"
 _DEAD_LETTERS_EXAMPLE = [
@@ -60,7 +89,7 @@ _DEAD_LETTERS_EXAMPLE = [
     "/sagas",
     response_model=SagaPage,
     responses={
-        422: invalid("Bad filter or cursor", {"detail": "cursor is not valid"}),
+        422: BAD_FILTER,
     },
 )
 async def get_sagas(
@@ -69,13 +98,10 @@ async def get_sagas(
     _: AdminDep,
     status: SagaStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Cursor = None,
 ) -> SagaPage:
     """Sagas newest first, optionally of one status, ``limit`` at a time."""
-    try:
-        page = await list_sagas(session, engine, status=status, limit=limit, cursor=cursor)
-    except BadCursor as exc:
-        raise HTTPException(status_code=422, detail="cursor is not valid") from exc
+    page = await list_sagas(session, engine, status=status, limit=limit, cursor=cursor)
     return SagaPage(items=[saga_view(r) for r in page.items], next_cursor=page.next_cursor)
 
 
@@ -147,7 +173,7 @@ async def _operate(
 @router.put(
     "/faults/{participant}",
     response_model=FaultView,
-    responses={422: invalid("Unknown participant or mode")},
+    responses={**BODY_ERRORS, 422: invalid("Unknown participant or mode")},
 )
 async def put_fault(
     participant: Participant, body: FaultUpdate, session: SessionDep, actor: AdminDep
@@ -186,16 +212,16 @@ async def get_dead_letters(
 ) -> list[DeadLetterQueueView]:
     """Every dead-letter queue with its size and first messages (left in place)."""
     topology: Topology = build_topology(settings)
+    names = [topology.dead_letter_queue(q.name) for q in topology.queues]
     try:
         connection = await connect(settings.amqp_url, name="sagaway-api-dead-letters")
+        try:
+            queues = await peek(connection, names, limit=limit)
+        finally:
+            await connection.close()
     except BrokerUnavailable as exc:
+        # Lost before or while reading: either way RabbitMQ cannot be asked now.
         raise HTTPException(status_code=503, detail="rabbitmq unavailable") from exc
-    try:
-        queues = await peek(
-            connection, [topology.dead_letter_queue(q.name) for q in topology.queues], limit=limit
-        )
-    finally:
-        await connection.close()
     return [
         DeadLetterQueueView(
             queue=q.queue,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -9,15 +10,15 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.staticfiles import StaticFiles
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from orchestrator.engine import SagaNotFound
 from orchestrator.queries import SagaFilter
 from orchestrator.state import SagaStatus
 from services.ops import dashboard
-from services.ops.sagas import BadCursor
 from services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
-from services.orders.responses import UNAUTHORIZED, invalid, not_a_uuid, problem
+from services.orders.responses import UNAUTHORIZED, UNAVAILABLE, not_a_uuid, problem
+from services.orders.routes_admin_sagas import BAD_FILTER, Cursor
 from services.orders.routes_sagas import saga_view
 from services.orders.schemas import HistoryItem
 from services.orders.schemas_dashboard import (
@@ -34,7 +35,24 @@ from services.orders.schemas_dashboard import (
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 
-router = APIRouter(prefix="/admin", tags=["dashboard"], responses={401: UNAUTHORIZED})
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339_only(value: object) -> object:
+    # The document says ``format: date-time``, which is RFC 3339; pydantic alone would
+    # also take a number of seconds since 1970 (``0.5``) or a bare date.
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("not an RFC 3339 date-time such as 2025-03-01T12:00:00Z")
+    return value
+
+
+DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
+
+router = APIRouter(
+    prefix="/admin", tags=["dashboard"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE}
+)
 
 
 def ui_files() -> StaticFiles:
@@ -77,7 +95,7 @@ async def get_overview(session: SessionDep, settings: SettingsDep, _: AdminDep) 
 @router.get(
     "/sagas/search",
     response_model=SagaSearchPage,
-    responses={422: invalid("Bad filter or cursor", {"detail": "cursor is not valid"})},
+    responses={422: BAD_FILTER},
 )
 async def search_sagas(
     session: SessionDep,
@@ -87,13 +105,11 @@ async def search_sagas(
     order_id: uuid.UUID | None = None,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     created_from: Annotated[
-        AwareDatetime | None, Query(description="Inclusive; with a time zone")
+        DateTime | None, Query(description="Inclusive; with a time zone")
     ] = None,
-    created_to: Annotated[
-        AwareDatetime | None, Query(description="Exclusive; with a time zone")
-    ] = None,
+    created_to: Annotated[DateTime | None, Query(description="Exclusive; with a time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Cursor = None,
 ) -> SagaSearchPage:
     """Sagas matching every given filter, newest first, ``limit`` at a time.
 
@@ -108,10 +124,7 @@ async def search_sagas(
         created_from=created_from,
         created_to=created_to,
     )
-    try:
-        page = await dashboard.search(session, filters, limit=limit, cursor=cursor)
-    except BadCursor as exc:
-        raise HTTPException(status_code=422, detail="cursor is not valid") from exc
+    page = await dashboard.search(session, filters, limit=limit, cursor=cursor)
     return SagaSearchPage(
         items=[
             SagaSummaryView(

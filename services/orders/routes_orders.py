@@ -15,12 +15,12 @@ from services.orders.dependencies import (
     ReadSessionsDep,
 )
 from services.orders.placing import IdempotencyKeyReused, place_order
-from services.orders.responses import invalid, not_a_uuid, problem
+from services.orders.responses import BODY_ERRORS, UNAVAILABLE, invalid, not_a_uuid, problem
 from services.orders.schemas import OrderAccepted, OrderRequest, OrderView
 from services.orders.tables import orders
 
 log = structlog.get_logger(__name__)
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], responses={503: UNAVAILABLE})
 
 
 @router.post(
@@ -37,7 +37,7 @@ router = APIRouter(tags=["orders"])
             "Idempotency key reused with a different body",
             "Idempotency-Key was already used with a different body",
         ),
-        413: problem("Body over 64 KiB", "request body exceeds 65536 bytes"),
+        **BODY_ERRORS,
         422: invalid("Invalid order (unknown fields too)"),
         503: problem("PostgreSQL unavailable; nothing was written", "database unavailable"),
     },

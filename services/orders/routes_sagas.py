@@ -10,10 +10,10 @@ from fastapi import APIRouter, HTTPException, Query
 
 from orchestrator.repository import SagaRecord
 from services.orders.dependencies import EngineDep, ReadSessionsDep, SessionDep, WatcherDep
-from services.orders.responses import invalid, not_a_uuid, problem
+from services.orders.responses import UNAVAILABLE, invalid, not_a_uuid, problem
 from services.orders.schemas import HistoryItem, SagaView, StepView
 
-router = APIRouter(tags=["sagas"])
+router = APIRouter(tags=["sagas"], responses={503: UNAVAILABLE})
 
 TERMINAL = frozenset({"COMPLETED", "COMPENSATED", "FAILED"})
 MAX_WAIT_S = 30

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.config import JsonDict
 
 from services.contracts import SKU_PATTERN
@@ -18,6 +18,8 @@ _MESSAGE_ID = "c3a9e1f4-7b2d-4e6a-9f1c-8d5b2a7e3f10"
 _T0 = "2025-03-01T12:00:00.120000Z"
 _T1 = "2025-03-01T12:00:00.180000Z"
 _T2 = "2025-03-01T12:00:00.240000Z"
+CURSOR_EXAMPLE = "1740830400120000-5b1d3c7a9e2f4b8a8c6d1a2b3c4d5e6f"
+"""The cursor the saga lists hand out after the example saga (created at ``_T0``)."""
 _DEAD_LETTER: JsonDict = {
     "message_id": _MESSAGE_ID,
     "message_type": "AuthorizePayment",
@@ -73,6 +75,21 @@ _SAGA: JsonDict = {
 }
 
 
+def _integral_float_as_int(value: object) -> object:
+    # JSON has one number type: to JSON Schema, which the OpenAPI document speaks,
+    # ``2.0`` and ``2e3`` are integers. Strict mode would refuse them; lax mode would
+    # also take ``"2"`` and ``true``, which are not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+INTEGRAL = BeforeValidator(_integral_float_as_int)
+"""Last in a ``StrictInt`` field's ``Annotated[...]`` (after its ``Field``, so that the
+document keeps ``minimum`` and ``maximum``): an integer as JSON Schema means it, ``2`` or
+``2.0``, never ``2.5``, ``"2"`` or ``true``."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,8 +100,8 @@ class OrderItem(_Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [_ITEM]})
 
     sku: Annotated[StrictStr, Field(pattern=SKU_PATTERN, examples=["SKU-1"])]
-    quantity: Annotated[StrictInt, Field(ge=1, le=10_000, examples=[2])]
-    unit_price_cents: Annotated[StrictInt, Field(ge=0, le=1_000_000_000, examples=[1500])]
+    quantity: Annotated[StrictInt, Field(ge=1, le=10_000, examples=[2]), INTEGRAL]
+    unit_price_cents: Annotated[StrictInt, Field(ge=0, le=1_000_000_000, examples=[1500]), INTEGRAL]
 
 
 class OrderRequest(_Strict):
@@ -194,7 +211,7 @@ class InventoryUpdate(_Strict):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"available": 1000}]})
 
-    available: Annotated[StrictInt, Field(ge=0, le=2_000_000_000)]
+    available: Annotated[StrictInt, Field(ge=0, le=2_000_000_000), INTEGRAL]
 
 
 class InventoryView(BaseModel):
@@ -214,7 +231,7 @@ class CustomerUpdate(_Strict):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"credit_limit_cents": 100_000}]})
 
-    credit_limit_cents: Annotated[StrictInt, Field(ge=0, le=9_000_000_000_000_000)]
+    credit_limit_cents: Annotated[StrictInt, Field(ge=0, le=9_000_000_000_000_000), INTEGRAL]
 
 
 class CustomerView(BaseModel):
@@ -241,9 +258,8 @@ class SagaPage(BaseModel):
             "examples": [
                 {
                     "items": [_SAGA],
-                    # Opaque: pass it back as ``cursor`` for the next page.
-                    "next_cursor": "MjAyNS0wMy0wMVQxMjowMDowMC4xMjAwMDArMDA6MDB8NWIxZDNjN2EtOWUy"
-                    "Zi00YjhhLThjNmQtMWEyYjNjNGQ1ZTZm",
+                    # Pass it back as ``cursor`` for the next page.
+                    "next_cursor": CURSOR_EXAMPLE,
                 }
             ]
         }

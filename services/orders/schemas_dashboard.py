@@ -8,17 +8,12 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 from pydantic.config import JsonDict
 
-from services.orders.schemas import HistoryItem, SagaView
+from services.orders.schemas import CURSOR_EXAMPLE, HistoryItem, SagaView
 
 # Example values for the OpenAPI document, consistent across the models.
 _SAGA_ID = "5b1d3c7a-9e2f-4b8a-8c6d-1a2b3c4d5e6f"
 _ORDER_ID = "0f8b6c2e-4a7d-4c1e-9a53-2d6f1e8b7c90"
 _NOW = "2025-03-01T12:15:00.000000Z"
-# What GET /admin/sagas/search hands out after the saga above: base64 of
-# "2025-03-01T12:00:00.120000+00:00|5b1d3c7a-9e2f-4b8a-8c6d-1a2b3c4d5e6f".
-_CURSOR = (
-    "MjAyNS0wMy0wMVQxMjowMDowMC4xMjAwMDArMDA6MDB8NWIxZDNjN2EtOWUyZi00YjhhLThjNmQtMWEyYjNjNGQ1ZTZm"
-)
 _MINUTE: JsonDict = {
     "minute": "2025-03-01T12:14:00Z",
     "counts": {"COMPLETED": 118, "COMPENSATED": 4, "FAILED": 1},
@@ -156,7 +151,7 @@ class SagaSearchPage(BaseModel):
             "examples": [
                 {
                     "items": [_SUMMARY],
-                    "next_cursor": _CURSOR,
+                    "next_cursor": CURSOR_EXAMPLE,
                 }
             ]
         }

@@ -118,18 +118,24 @@ def system(migrated: Settings, broker: object, span_receiver: SpanReceiver) -> I
     sys_.stop_all()
 
 
-@pytest.fixture(scope="package")
-async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the running API, once it reports ready."""
-    async with httpx.AsyncClient(base_url=system.api_url, timeout=10) as client:
+async def wait_answering(url: str, path: str, *, within: float, what: str) -> None:
+    """Wait until ``GET path`` on the API at ``url`` answers 200 (it may not listen yet)."""
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
 
-        async def ready() -> int:
+        async def status() -> int:
             try:
-                return (await client.get("/readyz")).status_code
+                return (await client.get(path)).status_code
             except httpx.TransportError:
                 return 0
 
-        await wait_for(ready, until=lambda s: s == 200, within=30, what="API ready")
+        await wait_for(status, until=lambda s: s == 200, within=within, what=what)
+
+
+@pytest.fixture(scope="package")
+async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the running API, once it reports ready."""
+    await wait_answering(system.api_url, "/readyz", within=30, what="API ready")
+    async with httpx.AsyncClient(base_url=system.api_url, timeout=10) as client:
         yield client
 
 

@@ -1,8 +1,11 @@
-"""The body-size limit, on a tiny Starlette app driven in memory."""
+"""The body-size limit and the body deadline, on a tiny Starlette app driven in memory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -11,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from services.orders.body_limit import BodyLimitMiddleware
 
@@ -136,3 +140,56 @@ async def test_a_chunked_body_over_the_limit_is_refused_and_cut_off(echo: Echo) 
     assert echo.bodies == []
     # Cut off as soon as the limit passed, not after buffering the whole body.
     assert yielded <= LIMIT // 256 + 1
+
+
+# --- the body's deadline -------------------------------------------------------------
+
+
+def _scope() -> dict[str, object]:
+    return {"type": "http", "method": "POST", "path": "/", "headers": []}
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_answered_408() -> None:
+    called = False
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        nonlocal called
+        called = True
+
+    async def trickle() -> dict[str, object]:
+        # A byte now and then, for ever: each message on its own is prompt.
+        await asyncio.sleep(0.01)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    middleware = BodyLimitMiddleware(app, max_bytes=LIMIT * 1000, timeout_s=0.2)
+    started = time.monotonic()
+    await middleware(_scope(), trickle, send)  # type: ignore[arg-type]
+
+    assert 0.2 <= time.monotonic() - started < 5
+    assert called is False
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]  # type: ignore[operator]
+    assert "0.2 seconds" in json.loads(sent[1]["body"])["detail"]  # type: ignore[arg-type]
+
+
+async def test_a_body_arriving_within_the_deadline_reaches_the_app() -> None:
+    bodies: list[bytes] = []
+
+    async def app(scope: object, receive: Callable[[], Awaitable[Message]], send: object) -> None:
+        bodies.append((await receive())["body"])
+
+    parts = [b'{"a":', b" 1}"]
+
+    async def receive() -> dict[str, object]:
+        await asyncio.sleep(0.01)
+        return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+
+    middleware = BodyLimitMiddleware(app, max_bytes=LIMIT, timeout_s=5)  # type: ignore[arg-type]
+    await middleware(_scope(), receive, lambda m: asyncio.sleep(0))  # type: ignore[arg-type]
+
+    assert bodies == [b'{"a": 1}']
