@@ -62,8 +62,11 @@ def admit(body: bytes, *, max_bytes: int, screen: Screen | None = None) -> Envel
 
 
 def clip(value: object) -> str:
-    """``value`` as text of at most ``MAX_LOGGED_CHARS`` characters, for a log line."""
-    text = str(value)
+    """``value`` as text for a log line: control characters escaped (a forged line
+    break must not start a forged log line), at most ``MAX_LOGGED_CHARS`` long."""
+    text = str(value)[: MAX_LOGGED_CHARS * 4]
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= MAX_LOGGED_CHARS else text[: MAX_LOGGED_CHARS - 1] + "…"
 
 

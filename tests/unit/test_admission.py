@@ -95,10 +95,12 @@ def test_what_the_screen_refuses_is_refused_with_its_reason() -> None:
     assert len(refusal.detail) == MAX_LOGGED_CHARS and refusal.detail.endswith("…")
 
 
-def test_clip_keeps_short_values_and_cuts_long_ones() -> None:
+def test_clip_keeps_short_values_cuts_long_ones_and_escapes_control_characters() -> None:
     assert clip("short") == "short"
     assert clip(None) == "None"
     assert len(clip("x" * 10_000)) == MAX_LOGGED_CHARS
+    assert clip("id\nlevel=error forged") == "id\\nlevel=error forged"
+    assert clip("é") == "é"
 
 
 def _reason(screen: object, envelope: Envelope) -> str:
