@@ -9,7 +9,7 @@ handler) owns the transaction, so the state change and its commands commit toget
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -37,9 +37,10 @@ from orchestrator.state_machine import (
     Transition,
     WokeUp,
 )
-from outbox.consumer import Unprocessable
+from outbox.consumer import Dropped
 from outbox.deferred import flush_deferred
 from outbox.envelope import Envelope, OutgoingMessage
+from outbox.errors import Unprocessable
 from outbox.tracing import extract
 from outbox.writer import OutboxWriter
 
@@ -94,6 +95,7 @@ class SagaEngine:
         routing: Routing,
         repository: SagaRepository | None = None,
         clock: Clock = lambda: datetime.now(UTC),
+        reply_types: Collection[str] | None = None,
     ) -> None:
         self._machines = {name: SagaMachine(d, defaults) for name, d in definitions.items()}
         self._locals = dict(local_handlers)
@@ -109,6 +111,9 @@ class SagaEngine:
         self._routing = routing
         self._repo = repository or SagaRepository()
         self._clock = clock
+        # The message types participants answer with; None accepts any type whose
+        # payload is a reply.
+        self._reply_types = None if reply_types is None else frozenset(reply_types)
 
     @property
     def repository(self) -> SagaRepository:
@@ -163,20 +168,25 @@ class SagaEngine:
         before ``handle_reply`` runs for each)."""
         await self._repo.lock_many(session, [e.saga_id for e in envelopes])
 
-    async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
-        """Apply a participant's reply (called by the reply consumer)."""
-        try:
-            body = ReplyBody.model_validate(envelope.payload)
-        except ValidationError as exc:
-            raise Unprocessable(
-                f"reply payload is not a reply: {exc.error_count()} errors"
-            ) from exc
+    def screen_reply(self, envelope: Envelope) -> None:
+        """Refuse, before any transaction, a message that is no reply at all: a type no
+        participant answers with, or a payload without the reply protocol's outcome.
+
+        Raises:
+            Unprocessable: with reason ``unknown_type`` or ``invalid_payload``.
+        """
+        self._reply_body(envelope)
+
+    async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> Dropped | None:
+        """Apply a participant's reply (called by the reply consumer).
+
+        A reply for a saga that does not exist is dropped: it never creates one.
+        """
+        body = self._reply_body(envelope)
         record = await self._repo.get(session, envelope.saga_id, for_update=True)
         if record is None:
-            # Never create a saga from a reply: it is logged, counted and dropped.
-            log.warning("reply for unknown saga dropped")
             metrics.REPLIES.labels("unknown_saga").inc()
-            return
+            return Dropped("unknown_saga")
         now = self._clock()
         event = ReplyReceived(
             now=now,
@@ -202,10 +212,24 @@ class SagaEngine:
                 message_id=envelope.message_id,
             )
             await self._repo.record(session, record.id, [stale], now)
-            return
+            return None
         metrics.REPLIES.labels("applied").inc()
         await self._repo.record(session, record.id, [received], now)
         await self._drive(session, record, transition, now)
+        return None
+
+    def _reply_body(self, envelope: Envelope) -> ReplyBody:
+        if self._reply_types is not None and envelope.message_type not in self._reply_types:
+            raise Unprocessable(
+                f"{envelope.message_type} is not a reply type", reason="unknown_type"
+            )
+        try:
+            return ReplyBody.model_validate(envelope.payload)
+        except ValidationError as exc:
+            raise Unprocessable(
+                f"reply payload is not a reply: {exc.error_count()} errors",
+                reason="invalid_payload",
+            ) from exc
 
     async def wake(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
         """Handle an expired deadline or finished backoff of a saga claimed by the sweeper."""

@@ -8,19 +8,21 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPConnectionError, ChannelClosed, ChannelInvalidStateError
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from outbox import metrics
-from outbox.envelope import Envelope
+from outbox.admission import Refusal, Screen, admit, clip
+from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope
+from outbox.errors import Unprocessable
 from outbox.handoff import Handoff
-from outbox.inbox import Inbox
+from outbox.inbox import Inbox, body_digest
 from outbox.tracing import TRACEPARENT, extract
 from outbox.transient import is_transient
 
@@ -34,7 +36,17 @@ MAX_HOLD_BACKOFF_S = 5.0
 # broker (or a node shutting down) closed under it.
 _LINK_GONE = (ChannelInvalidStateError, ChannelClosed, AMQPConnectionError, ConnectionError)
 
-Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A handler's answer for a message it took no action on, on purpose (a reply for
+    a saga that does not exist): committed with its inbox record, acknowledged, logged
+    and counted as dropped for ``reason``."""
+
+    reason: str
+
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[Dropped | None]]
 """Applies one message inside the given transaction. It must not commit."""
 
 
@@ -56,6 +68,15 @@ class Consumer:
     never waits for a batch to fill, so a lone message is handled at once. A batch
     that fails is retried message by message, so one poison message is isolated and
     goes through the same redelivery and dead-letter rules as if it had come alone.
+
+    Hostile or broken messages never get that far: what can be judged by the message
+    alone (too large, not JSON, not an envelope, text PostgreSQL cannot store, what
+    ``screen`` refuses) is dead-lettered on arrival, before the batch is formed; a
+    message the handler finds unprocessable inside the transaction is dead-lettered and
+    the rest of its batch applied again as one; what the handler drops on purpose
+    (``Dropped``) and a message id reused with other content are acknowledged with the
+    batch. Each is logged as ``message rejected`` and counted in
+    ``sagaway_messages_rejected_total{queue, reason, action}``.
     """
 
     def __init__(
@@ -70,8 +91,12 @@ class Consumer:
         batch_size: int | None = None,
         prepare: Prepare | None = None,
         handoff: Handoff | None = None,
+        screen: Screen | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._queue = queue
+        self._screen = screen
+        self._max_bytes = max_message_bytes
         self._delivery_limit = delivery_limit
         # Failures seen here, for queues whose broker does not count deliveries
         # (classic queues); bounded so a stream of distinct failures cannot grow it.
@@ -128,116 +153,160 @@ class Consumer:
 
     async def process_batch(self, messages: Sequence[AbstractIncomingMessage]) -> None:
         """Handle deliveries taken together: one transaction, one acknowledgement."""
-        parsed: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        batch: list[_Delivery] = []
         for message in messages:
-            envelope = await self._parse(message)
-            if envelope is not None:
-                parsed.append((message, envelope))
-        if not parsed:
+            delivery = await self._admit(message)
+            if delivery is not None:
+                batch.append(delivery)
+        while len(batch) > 1:
+            started = time.perf_counter()
+            try:
+                applied = await self._apply_batch(batch)
+            except _Refused as refused:
+                # The handler found one message unprocessable: it alone goes to the dead
+                # letters, and the others are applied again together, not one by one.
+                batch.remove(refused.delivery)
+                with self._bound(refused.delivery.envelope):
+                    await self._dead_letter(refused.delivery.message, refused.refusal)
+                metrics.CONSUMED.labels(self._queue, "dead_lettered").inc()
+                continue
+            except _BatchFailed as failed:
+                # Someone in the batch is at fault, or the handler cannot do them
+                # together: apply each alone, so only the guilty one is redelivered or
+                # dead-lettered.
+                log.warning(
+                    "batch failed, applying its messages one by one",
+                    size=len(batch),
+                    error=type(failed.__cause__).__name__,
+                    queue=self._queue,
+                )
+                metrics.BATCHES.labels(self._queue, "fell_back").inc()
+                for delivery in batch:
+                    await self._process_one(delivery)
+                return
+            # One acknowledgement for the batch: every earlier delivery on this channel
+            # is settled already (batches are handled one at a time, in delivery order,
+            # and what was refused on arrival was rejected before).
+            await _settle(batch[-1].message.ack(multiple=True))
+            metrics.BATCHES.labels(self._queue, "committed").inc()
+            metrics.BATCHED_MESSAGES.labels(self._queue).inc(len(batch))
+            elapsed = (time.perf_counter() - started) / len(batch)
+            duplicates = 0
+            for delivery, result in zip(batch, applied.results(batch), strict=True):
+                metrics.CONSUME_SECONDS.labels(self._queue).observe(elapsed)
+                metrics.CONSUMED.labels(self._queue, _consumed(result)).inc()
+                duplicates += result == _DUPLICATE
+                if isinstance(result, Dropped):
+                    with self._bound(delivery.envelope):
+                        self._dropped(delivery, result.reason)
+            if duplicates:
+                log.info("duplicate messages dropped", count=duplicates, queue=self._queue)
             return
-        if len(parsed) == 1:
-            await self._process_one(*parsed[0])
-            return
-        started = time.perf_counter()
-        try:
-            fresh = await self._apply_batch(parsed)
-        except _BatchFailed as failed:
-            # Someone in the batch is at fault, or the handler cannot do them together:
-            # apply each alone, so only the guilty one is redelivered or dead-lettered.
-            log.warning(
-                "batch failed, applying its messages one by one",
-                size=len(parsed),
-                error=type(failed.__cause__).__name__,
-            )
-            for message, envelope in parsed:
-                await self._process_one(message, envelope)
-            return
-        # One acknowledgement for the batch: every earlier delivery on this channel is
-        # settled already (batches are handled one at a time, in delivery order).
-        await _settle(parsed[-1][0].ack(multiple=True))
-        elapsed = (time.perf_counter() - started) / len(parsed)
-        applied = len(fresh)
-        for _, envelope in parsed:
-            result = "applied" if envelope.message_id in fresh else "duplicate"
-            fresh.discard(envelope.message_id)
-            metrics.CONSUME_SECONDS.labels(self._queue).observe(elapsed)
-            metrics.CONSUMED.labels(self._queue, result).inc()
-        duplicates = len(parsed) - applied
-        if duplicates:
-            log.info("duplicate messages dropped", count=duplicates, queue=self._queue)
+        if batch:
+            await self._process_one(batch[0])
 
-    async def _parse(self, message: AbstractIncomingMessage) -> Envelope | None:
-        try:
-            return Envelope.from_bytes(message.body)
-        except ValidationError as exc:
-            # Redelivering cannot fix a body we cannot parse: dead-letter it now.
-            with structlog.contextvars.bound_contextvars(
-                message_id=message.message_id, message_type=message.type, queue=self._queue
-            ):
-                log.error("unparseable message dead-lettered", errors=exc.error_count())
-            metrics.DEAD_LETTERED.labels(self._queue, "unparseable").inc()
-            # Settled before the batch's acknowledgement, which would cover it too.
-            await _settle(message.reject(requeue=False))
+    async def _admit(self, message: AbstractIncomingMessage) -> _Delivery | None:
+        """The delivery ready to apply, or None once it was dead-lettered on arrival."""
+        admitted = admit(message.body, max_bytes=self._max_bytes, screen=self._screen)
+        if isinstance(admitted, Refusal):
+            await self._dead_letter(message, admitted)
+            metrics.CONSUMED.labels(self._queue, "dead_lettered").inc()
             return None
+        return _Delivery(message, admitted, body_digest(message.body))
 
-    async def _apply_batch(
-        self, parsed: Sequence[tuple[AbstractIncomingMessage, Envelope]]
-    ) -> set[uuid.UUID]:
-        """Apply a batch in one transaction; the ids that were new to the inbox."""
-        envelopes = [envelope for _, envelope in parsed]
+    async def _dead_letter(self, message: AbstractIncomingMessage, refusal: Refusal) -> None:
+        """Dead-letter ``message`` now: redelivering it cannot change what it is."""
+        self._log_rejected(message, refusal.reason, "dead_lettered", detail=refusal.detail)
+        metrics.DEAD_LETTERED.labels(self._queue, refusal.reason).inc()
+        # Settled before the batch's acknowledgement, which would cover it too.
+        await _settle(message.reject(requeue=False))
+
+    def _dropped(self, delivery: _Delivery, reason: str) -> None:
+        """Note a message acknowledged without effect (its batch has committed)."""
+        self._log_rejected(delivery.message, reason, "dropped")
+
+    def _log_rejected(
+        self, message: AbstractIncomingMessage, reason: str, action: str, *, detail: str = ""
+    ) -> None:
+        # Sizes, names and clipped ids only: never the body, which may be megabytes
+        # long or carry what a log must not (customer data, tokens).
+        log.warning(
+            "message rejected",
+            queue=self._queue,
+            reason=reason,
+            action=action,
+            size=len(message.body),
+            amqp_message_id=clip(message.message_id or ""),
+            amqp_type=clip(message.type or ""),
+            detail=detail,
+        )
+        metrics.REJECTED.labels(self._queue, reason, action).inc()
+
+    async def _apply_batch(self, batch: Sequence[_Delivery]) -> _Applied:
+        """Apply a batch in one transaction; what became of its messages."""
+        envelopes = [d.envelope for d in batch]
         backoff = 0.1
         while True:
+            applied = _Applied()
             try:
                 async with self._sessions() as session, session.begin():
                     handing = self._handoff.start(session) if self._handoff else None
-                    fresh = await self._inbox.record_many(session, envelopes)
-                    todo = list(
-                        {e.message_id: e for e in envelopes if e.message_id in fresh}.values()
+                    applied.fresh = await self._inbox.record_many(
+                        session, envelopes, [d.digest for d in batch]
                     )
+                    seen = {e.message_id for e in envelopes if e.message_id not in applied.fresh}
+                    applied.recorded = await self._inbox.recorded_digests(session, seen)
+                    # Each new message once, as first delivered (the one to be applied).
+                    todo: dict[uuid.UUID, Envelope] = {}
+                    for envelope in envelopes:
+                        if envelope.message_id in applied.fresh:
+                            todo.setdefault(envelope.message_id, envelope)
                     if todo and self._prepare is not None:
-                        await self._prepare(session, todo)
+                        await self._prepare(session, list(todo.values()))
                     # A message delivered twice into one batch is applied once.
-                    pending = set(fresh)
-                    for message, envelope in parsed:
-                        if envelope.message_id in pending:
-                            pending.discard(envelope.message_id)
-                            await self._handle_in_span(session, message, envelope)
+                    pending = set(applied.fresh)
+                    for delivery in batch:
+                        if delivery.envelope.message_id in pending:
+                            pending.discard(delivery.envelope.message_id)
+                            outcome = await self._handle_in_span(session, delivery)
+                            if outcome is not None:
+                                applied.dropped[delivery.envelope.message_id] = outcome
                 if self._handoff is not None and handing is not None:
                     # Committed: the next hop starts now, not when a relay wakes.
                     await self._handoff.publish(handing)
-                return fresh
+                return applied
+            except _Refused:
+                raise
             except Exception as exc:
-                held = await self._hold(exc, backoff, count=len(parsed))
+                held = await self._hold(exc, backoff, count=len(batch))
                 if held is None:
                     raise _BatchFailed from exc
                 backoff = held
 
-    async def _handle_in_span(
-        self, session: AsyncSession, message: AbstractIncomingMessage, envelope: Envelope
-    ) -> None:
-        with (
-            structlog.contextvars.bound_contextvars(
-                message_id=str(envelope.message_id),
-                message_type=envelope.message_type,
-                saga_id=str(envelope.saga_id),
-                correlation_id=str(envelope.correlation_id),
-            ),
-            self._span(message, envelope),
-        ):
-            await self._handler(session, envelope)
+    async def _handle_in_span(self, session: AsyncSession, delivery: _Delivery) -> Dropped | None:
+        envelope = delivery.envelope
+        with self._bound(envelope), self._span(delivery.message, envelope):
+            try:
+                return await self._handler(session, envelope)
+            except Unprocessable as exc:
+                raise _Refused(delivery, Refusal(exc.reason, clip(str(exc)))) from exc
 
-    async def _process_one(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+    def _bound(self, envelope: Envelope) -> AbstractContextManager[object]:
+        """Log context naming one message."""
+        return structlog.contextvars.bound_contextvars(
+            message_id=str(envelope.message_id),
+            message_type=envelope.message_type,
+            saga_id=str(envelope.saga_id),
+            correlation_id=str(envelope.correlation_id),
+            queue=self._queue,
+        )
+
+    async def _process_one(self, delivery: _Delivery) -> None:
         with (
-            structlog.contextvars.bound_contextvars(
-                message_id=str(envelope.message_id),
-                message_type=envelope.message_type,
-                saga_id=str(envelope.saga_id),
-                correlation_id=str(envelope.correlation_id),
-                queue=self._queue,
-            ),
-            self._span(message, envelope) as span,
+            self._bound(delivery.envelope),
+            self._span(delivery.message, delivery.envelope) as span,
         ):
-            result = await self._apply(message, envelope)
+            result = await self._apply(delivery)
             span.set_attribute("sagaway.outcome", result)
             if result in ("failed", "dead_lettered"):
                 span.set_status(Status(StatusCode.ERROR, result))
@@ -265,28 +334,33 @@ class Consumer:
             },
         )
 
-    async def _apply(self, message: AbstractIncomingMessage, envelope: Envelope) -> str:
+    async def _apply(self, delivery: _Delivery) -> str:
         with metrics.CONSUME_SECONDS.labels(self._queue).time():
-            result = await self._apply_once(message, envelope)
+            result = await self._apply_once(delivery)
         metrics.CONSUMED.labels(self._queue, result).inc()
         return result
 
-    async def _apply_once(self, message: AbstractIncomingMessage, envelope: Envelope) -> str:
+    async def _apply_once(self, delivery: _Delivery) -> str:
+        message, envelope = delivery.message, delivery.envelope
         backoff = 0.1
         while True:
+            outcome: Dropped | None = None
+            recorded: dict[uuid.UUID, bytes] = {}
             try:
                 async with self._sessions() as session, session.begin():
                     handing = self._handoff.start(session) if self._handoff else None
-                    fresh = await self._inbox.record(session, envelope)
+                    fresh = await self._inbox.record(session, envelope, delivery.digest)
                     if fresh:
                         if self._prepare is not None:
                             await self._prepare(session, [envelope])
-                        await self._handler(session, envelope)
+                        outcome = await self._handler(session, envelope)
+                    else:
+                        recorded = await self._inbox.recorded_digests(
+                            session, [envelope.message_id]
+                        )
                 break
             except Unprocessable as exc:
-                log.error("unprocessable message dead-lettered", reason=str(exc))
-                metrics.DEAD_LETTERED.labels(self._queue, "unprocessable").inc()
-                await _settle(message.reject(requeue=False))
+                await self._dead_letter(message, Refusal(exc.reason, clip(str(exc))))
                 return "dead_lettered"
             except Exception as exc:
                 held = await self._hold(exc, backoff, count=1)
@@ -302,12 +376,19 @@ class Consumer:
                 log.exception("message handling failed, will be redelivered", deliveries=deliveries)
                 await _settle(message.nack(requeue=True))
                 return "failed"
-        if not fresh:
-            log.info("duplicate message dropped")
         if self._handoff is not None and handing is not None:
             await self._handoff.publish(handing)
         await _settle(message.ack())
-        return "applied" if fresh else "duplicate"
+        result: _Result = (
+            (outcome or "applied")
+            if fresh
+            else _repeat(delivery, recorded.get(envelope.message_id))
+        )
+        if isinstance(result, Dropped):
+            self._dropped(delivery, result.reason)
+        elif result == _DUPLICATE:
+            log.info("duplicate message dropped")
+        return _consumed(result)
 
     async def _hold(self, exc: Exception, backoff: float, *, count: int) -> float | None:
         """When ``exc`` says the database is briefly away (restart, failover, deadlock),
@@ -367,5 +448,68 @@ class _BatchFailed(Exception):
     """A batch could not be applied as a whole (the cause is chained)."""
 
 
-class Unprocessable(Exception):
-    """A message no redelivery can fix (bad payload, unknown type): dead-letter it now."""
+class _Refused(Exception):
+    """The handler found one message of a batch unprocessable (the batch rolled back)."""
+
+    def __init__(self, delivery: _Delivery, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.delivery = delivery
+        self.refusal = refusal
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Delivery:
+    """A delivery admitted for applying: its envelope and the digest of its body.
+
+    Compared by identity: one batch may hold the same message twice.
+    """
+
+    message: AbstractIncomingMessage
+    envelope: Envelope
+    digest: bytes
+
+
+# A message id already applied: the same content (a redelivery), or other content (an
+# id reused, dropped as a conflict).
+_DUPLICATE = "duplicate"
+_CONFLICT = Dropped("conflicting_duplicate")
+_Result = str | Dropped  # "applied", _DUPLICATE, or what was dropped and why
+
+
+@dataclass(slots=True)
+class _Applied:
+    """What a batch's transaction found: the ids new to the inbox, the digests recorded
+    for the others, and what the handler dropped."""
+
+    fresh: set[uuid.UUID] = field(default_factory=set)
+    recorded: dict[uuid.UUID, bytes] = field(default_factory=dict)
+    dropped: dict[uuid.UUID, Dropped] = field(default_factory=dict)
+
+    def results(self, batch: Sequence[_Delivery]) -> list[_Result]:
+        """One result per delivery, in order. A message delivered twice into the batch
+        was applied for its first delivery; its second is compared with that one."""
+        first: dict[uuid.UUID, bytes] = {}
+        results: list[_Result] = []
+        for delivery in batch:
+            message_id = delivery.envelope.message_id
+            if message_id not in self.fresh:
+                results.append(_repeat(delivery, self.recorded.get(message_id)))
+            elif message_id in first:
+                results.append(_repeat(delivery, first[message_id]))
+            else:
+                first[message_id] = delivery.digest
+                results.append(self.dropped.get(message_id) or "applied")
+        return results
+
+
+def _repeat(delivery: _Delivery, recorded: bytes | None) -> _Result:
+    """A message id seen before: a redelivery, or other content under a reused id.
+
+    Rows recorded before digests were kept cannot tell; they count as redeliveries.
+    """
+    return _CONFLICT if recorded is not None and recorded != delivery.digest else _DUPLICATE
+
+
+def _consumed(result: _Result) -> str:
+    """The ``result`` label of ``sagaway_messages_consumed_total``."""
+    return "dropped" if isinstance(result, Dropped) else result

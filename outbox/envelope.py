@@ -9,6 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+"""The largest body, by default, that the relay publishes and a consumer accepts."""
+
 
 class Envelope(BaseModel):
     """A command or reply as it travels over the broker (JSON body).

@@ -45,6 +45,23 @@ DEAD_LETTERED = Counter(
     "Messages a consumer sent to its dead-letter queue.",
     ["queue", "reason"],
 )
+REJECTED = Counter(
+    "sagaway_messages_rejected_total",
+    "Messages a consumer refused for what they are (too large, not JSON, not an envelope, "
+    "an unknown type, a payload that does not fit, a reply for no saga, a message id "
+    "reused with other content): dead-lettered at once, or dropped.",
+    ["queue", "reason", "action"],  # action: dead_lettered, dropped
+)
+BATCHES = Counter(
+    "sagaway_consumer_batches_total",
+    "Transactions of two or more messages: committed, or failed and applied one by one.",
+    ["queue", "outcome"],  # committed, fell_back
+)
+BATCHED_MESSAGES = Counter(
+    "sagaway_consumer_batched_messages_total",
+    "Messages taken in a committed transaction of two or more.",
+    ["queue"],
+)
 PURGED = Counter(
     "sagaway_janitor_deleted_rows_total",
     "Published outbox rows and old inbox rows removed.",

@@ -14,6 +14,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from outbox.aiormq_adapter import BatchChannel, Publication
+from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
 from outbox.errors import BrokerUnavailable, PublishFailed
 from outbox.tracing import TRACEPARENT
 
@@ -71,7 +72,7 @@ class AioPikaPublisher:
         connection: AbstractRobustConnection,
         *,
         timeout_s: float,
-        max_message_bytes: int = 16 * 1024 * 1024,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._connection = connection
         self._timeout_s = timeout_s

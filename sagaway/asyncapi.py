@@ -316,9 +316,10 @@ def _dead_letter_channels(
             "title": f"{dlx} → {{queue}}",
             "summary": "Messages a queue gave up on.",
             "description": f"The broker republishes to the direct exchange `{dlx}`, with the "
-            "source queue's name as routing key, a message its consumer rejected as "
-            "unprocessable or that failed on every one of its deliveries. Unparseable "
-            "bodies (not an envelope at all) end here too.",
+            "source queue's name as routing key, a message its consumer refused on "
+            "arrival (too large, not JSON, not an envelope, a NUL character, a type it has "
+            "no handler for, a payload that does not fit) or that failed on every one of "
+            "its deliveries.",
             "parameters": {
                 "queue": {
                     "description": "The queue that dead-lettered the message.",

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.broker_nodes import parse_nodes
+from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
 
 
 class Settings(BaseSettings):
@@ -49,7 +50,10 @@ class Settings(BaseSettings):
     # relay takes over a row whose process did not confirm it within the lease.
     handoff: bool = True
     handoff_lease_s: float = Field(default=15.0, gt=0)
-    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # The largest message body, at both ends: the relay refuses to publish a bigger one,
+    # and a consumer dead-letters a bigger one on arrival without parsing it (so nothing
+    # sagaway publishes is refused by its own consumers). Orders are at most 64 KiB.
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
     outbox_retention_s: float = Field(default=3600.0, ge=0)
     inbox_retention_s: float = Field(default=7 * 86400.0, ge=60)
     # Port of this process's Prometheus /metrics endpoint; unset means none. The API

@@ -11,6 +11,7 @@ from orchestrator.engine import Routing, SagaEngine
 from outbox.writer import OutboxWriter
 from sagaway.settings import Settings
 from sagaway.topology import ORCHESTRATOR, OUTBOX_TABLES, Names
+from services import contracts
 from services.inventory import handlers as inventory
 from services.notification import handlers as notification
 from services.ops import faults
@@ -37,6 +38,7 @@ def build_engine(settings: Settings) -> SagaEngine:
         local_handlers=local_steps.HANDLERS,
         outbox=OutboxWriter(orchestrator_tables.outbox),
         routing=Routing(commands_exchange=Names(settings.namespace).commands_exchange),
+        reply_types=contracts.REPLY_MODELS,
     )
 
 

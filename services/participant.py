@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.protocol import make_reply
 from orchestrator.state import Outcome
-from outbox.consumer import Unprocessable
 from outbox.envelope import Envelope, OutgoingMessage
+from outbox.errors import Unprocessable
 from outbox.writer import OutboxWriter
 from services.contracts import COMMAND_FAILED
 
@@ -74,17 +74,18 @@ class Participant:
         self._outbox = outbox
         self._reply_to = reply_to
 
+    def screen(self, envelope: Envelope) -> None:
+        """Refuse, before any transaction, a command this participant can never apply:
+        a type it has no handler for, or a payload that does not fit its model.
+
+        Raises:
+            Unprocessable: with reason ``unknown_type`` or ``invalid_payload``.
+        """
+        self._command(envelope)
+
     async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
         """Apply one command and queue its reply, in the caller's transaction."""
-        route = self._routes.get(envelope.message_type)
-        if route is None:
-            raise Unprocessable(f"{self.name} does not handle {envelope.message_type}")
-        try:
-            command = route.model.model_validate(envelope.payload)
-        except ValidationError as exc:
-            raise Unprocessable(
-                f"invalid {envelope.message_type}: {exc.error_count()} errors"
-            ) from exc
+        route, command = self._command(envelope)
         if self._outage is not None and await self._outage(session, self.name):
             # A simulated provider outage answers like a real one: a technical error the
             # orchestrator retries, with nothing applied.
@@ -115,3 +116,17 @@ class Participant:
                 routing_key=self._reply_to.routing_key,
             ),
         )
+
+    def _command(self, envelope: Envelope) -> tuple[Route, BaseModel]:
+        route = self._routes.get(envelope.message_type)
+        if route is None:
+            raise Unprocessable(
+                f"{self.name} does not handle {envelope.message_type}", reason="unknown_type"
+            )
+        try:
+            return route, route.model.model_validate(envelope.payload)
+        except ValidationError as exc:
+            raise Unprocessable(
+                f"invalid {envelope.message_type}: {exc.error_count()} errors",
+                reason="invalid_payload",
+            ) from exc

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
+from aio_pika.abc import AbstractQueue
+from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
 from sagaway.settings import Settings
@@ -105,3 +109,54 @@ async def delete_topology(settings: Settings) -> None:
             await channel.exchange_delete(name)
     finally:
         await connection.close()
+
+
+@contextmanager
+def captured_log_events(
+    logger: str = "", *, level: int = logging.WARNING
+) -> Iterator[list[dict[str, Any]]]:
+    """The events that reach the standard library's ``logger`` (the root by default)
+    at ``level`` or above while inside: structlog's as their dicts, context merged in,
+    as they are rendered; other libraries' as ``{"event": message, "logger": name}``.
+
+    sagaway's own loggers (``outbox``, ``orchestrator``, ``services``, ``sagaway``) are
+    let through from ``level`` while inside, whatever the run's log level.
+    """
+    events: list[dict[str, Any]] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if isinstance(record.msg, dict):
+                events.append(dict(record.msg))
+            else:
+                events.append({"event": record.getMessage(), "logger": record.name})
+
+    handler = _Keep(level=level)
+    target = logging.getLogger(logger)
+    ours = [logging.getLogger(name) for name in ("outbox", "orchestrator", "services", "sagaway")]
+    levels = [o.level for o in ours]
+    target.addHandler(handler)
+    for own in ours:
+        own.setLevel(level)
+    try:
+        yield events
+    finally:
+        target.removeHandler(handler)
+        for own, previous in zip(ours, levels, strict=True):
+            own.setLevel(previous)
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of this process's Prometheus registry (0 when it was never set)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def take_dead_letters(queue: AbstractQueue) -> list[tuple[str | None, int]]:
+    """Take every message of a dead-letter queue: its AMQP message id, and how many
+    times it was dead-lettered from its source (1: on its first delivery)."""
+    taken: list[tuple[str | None, int]] = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        deaths = (message.headers or {}).get("x-death")
+        assert isinstance(deaths, list) and isinstance(deaths[0], dict), message.headers
+        taken.append((message.message_id, int(deaths[0]["count"])))
+    return taken

@@ -18,7 +18,6 @@ TRANSACTIONS = "sagaway_db_transactions_total"
 ROUND_TRIPS = "sagaway_db_round_trips_total"
 PUBLISHED = "sagaway_outbox_published_total"
 CONSUMED = "sagaway_messages_consumed_total"
-DEAD_LETTERED = "sagaway_messages_dead_lettered_total"
 
 
 @dataclass(frozen=True)
@@ -50,16 +49,13 @@ _FIELDS = tuple(f.name for f in fields(Usage))
 def usage_of(samples: MetricSamples) -> Usage:
     """The counters of one component's scrape.
 
-    Deliveries are the messages its consumers finished with (any result), plus those
-    dead-lettered on arrival because they could not be parsed (never counted as consumed).
-    A consumer that exists but has taken nothing yet has no sample: it counts 0 as soon
-    as the process is a sagaway component (it has the statement counter).
+    Deliveries are the messages its consumers finished with, whatever became of them
+    (those dead-lettered on arrival included). A consumer that exists but has taken
+    nothing yet has no sample: it counts 0 as soon as the process is a sagaway
+    component (it has the statement counter).
     """
     component = samples.total(STATEMENTS) is not None
     zero = 0.0 if component else None
-    consumed = samples.total(CONSUMED)
-    unparseable = samples.total(DEAD_LETTERED, reason="unparseable")
-    deliveries = zero if consumed is None and unparseable is None else _add(consumed, unparseable)
     return Usage(
         cpu_s=samples.total(CPU),
         statements=samples.total(STATEMENTS),
@@ -67,7 +63,7 @@ def usage_of(samples: MetricSamples) -> Usage:
         rollbacks=_or(samples.total(TRANSACTIONS, outcome="rollback"), zero),
         round_trips=samples.total(ROUND_TRIPS),
         publishes=_or(samples.total(PUBLISHED), zero),
-        deliveries=deliveries,
+        deliveries=_or(samples.total(CONSUMED), zero),
     )
 
 

@@ -19,14 +19,15 @@ from sagaway.settings import Settings
 from sagaway.topology import PARTICIPANTS
 
 
-async def run_backend(settings: Settings) -> None:
-    """Run every non-HTTP component until SIGTERM; each finishes what it holds.
+async def run_backend(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run every non-HTTP component until SIGTERM (or ``stop``); each finishes what it
+    holds.
 
     ``SAGAWAY_METRICS_PORT`` serves the process's metrics (every component's, one
     registry) with the relay's readiness; the others share the process, so a probe of
     one is a probe of all.
     """
-    stop = stop_on_signals()
+    stop = stop or stop_on_signals()
     quiet = settings.model_copy(update={"metrics_port": None})
     await asyncio.gather(
         run_relay(settings, stop=stop),

@@ -41,6 +41,8 @@ async def run_orchestrator(settings: Settings, *, stop: asyncio.Event | None = N
             prefetch=settings.consumer_prefetch,
             delivery_limit=settings.delivery_limit,
             handoff=handoff(settings, res),
+            screen=engine.screen_reply,
+            max_message_bytes=settings.max_message_bytes,
         )
         channel = await res.broker.channel()
         await asyncio.gather(

@@ -39,6 +39,8 @@ async def run_worker(
             prefetch=settings.consumer_prefetch,
             delivery_limit=settings.delivery_limit,
             handoff=handoff(settings, res),
+            screen=handler.screen,
+            max_message_bytes=settings.max_message_bytes,
         )
         channel = await res.broker.channel()
         await asyncio.gather(switches.run(stop), consumer.run(channel, stop))

@@ -20,25 +20,34 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from sqlalchemy import delete, event, func, select, text
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator.tables import inbox as inbox_table
 from orchestrator.tables import outbox
 from outbox.amqp import QueueSpec, Topology, declare, message_count
-from outbox.consumer import Consumer
+from outbox.consumer import Consumer, Dropped
 from outbox.envelope import Envelope, OutgoingMessage
+from outbox.errors import Unprocessable
 from outbox.inbox import Inbox
 from outbox.writer import OutboxWriter
 from sagaway.database import create_engine, session_factory
 from sagaway.settings import Settings
-from tests.support import wait_for
+from tests.support import captured_log_events, metric, take_dead_letters, wait_for
 
 LIMIT = 3
 POISON = "Poison"
 KILL_CONNECTION = "KillConnection"
+UNKNOWN = "Unknown"  # refused by the lane's screen, before any transaction
+REFUSE = "Refuse"  # found unprocessable by the handler, inside the transaction
+DROP = "Drop"  # dropped on purpose by the handler
+MAX_BYTES = 4096
 writer = OutboxWriter(outbox)
 
 
@@ -57,8 +66,12 @@ class Recorder:
     async def prepare(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
         self.batches.append([e.message_id for e in envelopes])
 
-    async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
+    async def handle(self, session: AsyncSession, envelope: Envelope) -> Dropped | None:
         self.calls.append(envelope.message_id)
+        if envelope.message_type == REFUSE:
+            raise Unprocessable("the handler cannot apply this", reason="refused_by_handler")
+        if envelope.message_type == DROP:
+            return Dropped("dropped_by_handler")
         if envelope.message_type == POISON:
             self.poison_saw.append(await _effect_count(session, self.exchange))
             raise RuntimeError("handler bug")
@@ -76,6 +89,12 @@ class Recorder:
         await writer.add(
             session, OutgoingMessage(envelope=effect, exchange=self.exchange, routing_key="none")
         )
+        return None
+
+
+def screen(envelope: Envelope) -> None:
+    if envelope.message_type == UNKNOWN:
+        raise Unprocessable(f"no handler for {envelope.message_type}", reason="unknown_type")
 
 
 async def _effect_count(session: AsyncSession, exchange: str) -> int:
@@ -110,12 +129,16 @@ class Lane:
             sessions=self.sessions,
             prefetch=prefetch,
             delivery_limit=LIMIT,
+            screen=screen,
+            max_message_bytes=MAX_BYTES,
         )
 
-    async def publish(self, body: bytes) -> None:
+    async def publish(self, body: bytes, *, tag: str | None = None) -> None:
         exchange = await self.channel.get_exchange(self.exchange)
         await exchange.publish(
-            aio_pika.Message(body=body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(
+                body=body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=tag
+            ),
             routing_key="k",
             mandatory=True,
         )
@@ -345,6 +368,164 @@ async def test_an_unparseable_body_in_a_batch_is_dead_lettered_and_the_others_ap
     assert lane.recorder.batches == [[first.message_id, last.message_id]]
     assert lane.commits == 1
     assert await lane.effects() == Counter([first.message_id, last.message_id])
+
+
+async def test_hostile_messages_in_a_batch_cost_it_no_extra_transaction(lane: Lane) -> None:
+    good = [command() for _ in range(4)]
+    # good[1]'s id again with other content: a forgery, or a producer's bug.
+    twin = good[1].model_copy(update={"payload": {"other": "content"}})
+    hostile = {
+        "not_json": b"\xff\xfe{ not json",
+        "too_large": command().model_copy(update={"payload": {"pad": "x" * MAX_BYTES}}).to_bytes(),
+        "nul": command().model_copy(update={"payload": {"name": "a\x00b"}}).to_bytes(),
+        "unknown": command(UNKNOWN).to_bytes(),
+        "refuse": command(REFUSE).to_bytes(),
+        "drop": command(DROP).to_bytes(),
+        "twin": twin.to_bytes(),
+    }
+    before = {
+        (reason, action): metric(
+            "sagaway_messages_rejected_total", queue=lane.queue, reason=reason, action=action
+        )
+        for reason, action in (
+            ("not_json", "dead_lettered"),
+            ("too_large", "dead_lettered"),
+            ("nul_character", "dead_lettered"),
+            ("unknown_type", "dead_lettered"),
+            ("refused_by_handler", "dead_lettered"),
+            ("dropped_by_handler", "dropped"),
+            ("conflicting_duplicate", "dropped"),
+        )
+    }
+    sent = [
+        ("good0", good[0].to_bytes()),
+        ("not_json", hostile["not_json"]),
+        ("good1", good[1].to_bytes()),
+        ("too_large", hostile["too_large"]),
+        ("nul", hostile["nul"]),
+        ("unknown", hostile["unknown"]),
+        ("refuse", hostile["refuse"]),
+        ("good2", good[2].to_bytes()),
+        ("drop", hostile["drop"]),
+        ("twin", hostile["twin"]),
+        ("good3", good[3].to_bytes()),
+    ]
+    for tag, body in sent:
+        await lane.publish(body, tag=tag)
+    consumer = lane.consumer(prefetch=20)
+    channel = await lane.connection.channel()
+    try:
+        with captured_log_events("outbox.consumer") as events:
+            await consumer.process_batch(await lane.take(len(sent), channel))
+    finally:
+        await channel.close()
+
+    assert await lane.ready() == 0  # everything settled, nothing handed back
+    # One commit: what could be judged on arrival never entered the transaction, and the
+    # one the handler refused cost a rollback, then the rest went again as one batch.
+    assert lane.commits == 1
+    assert metric("sagaway_consumer_batches_total", queue=lane.queue, outcome="committed") == 1
+    assert metric("sagaway_consumer_batches_total", queue=lane.queue, outcome="fell_back") == 0
+    drop_id = Envelope.from_bytes(hostile["drop"]).message_id
+    refuse_id = Envelope.from_bytes(hostile["refuse"]).message_id
+    g = [e.message_id for e in good]
+    assert lane.recorder.batches == [
+        [g[0], g[1], refuse_id, g[2], drop_id, g[3]],
+        [g[0], g[1], g[2], drop_id, g[3]],
+    ]
+    assert await lane.effects() == Counter(e.message_id for e in good)
+    assert await lane.inbox_rows(drop_id) == 1  # dropped, but remembered
+    assert await lane.inbox_rows(refuse_id) == 0
+
+    # Dead-lettered on their first delivery, every one.
+    dead = await lane.channel.get_queue(lane.dead_queue, ensure=False)
+    await wait_for(
+        lambda: lane.ready(lane.dead_queue), until=lambda n: n == 5, what="five dead letters"
+    )
+    letters = await take_dead_letters(dead)
+    assert sorted(tag for tag, _ in letters) == [
+        "not_json",
+        "nul",
+        "refuse",
+        "too_large",
+        "unknown",
+    ]
+    assert all(count == 1 for _, count in letters), letters
+
+    rejected = {
+        (e["amqp_message_id"], e["reason"], e["action"])
+        for e in events
+        if e["event"] == "message rejected"
+    }
+    assert rejected == {
+        ("not_json", "not_json", "dead_lettered"),
+        ("too_large", "too_large", "dead_lettered"),
+        ("nul", "nul_character", "dead_lettered"),
+        ("unknown", "unknown_type", "dead_lettered"),
+        ("refuse", "refused_by_handler", "dead_lettered"),
+        ("drop", "dropped_by_handler", "dropped"),
+        ("twin", "conflicting_duplicate", "dropped"),
+    }
+    for (reason, action), count in before.items():
+        after = metric(
+            "sagaway_messages_rejected_total", queue=lane.queue, reason=reason, action=action
+        )
+        assert after == count + 1, (reason, action)
+
+
+async def test_an_id_reused_with_other_content_is_dropped_as_a_conflict(lane: Lane) -> None:
+    first, second, old = command(), command(), command()
+    await lane.send(first, second, old)
+    consumer = lane.consumer(prefetch=10)
+
+    async def handle(count: int, *, alone: bool = False) -> None:
+        channel = await lane.connection.channel()
+        try:
+            taken = await lane.take(count, channel)
+            if alone:
+                await consumer.process(taken[0])
+            else:
+                await consumer.process_batch(taken)
+        finally:
+            await channel.close()
+
+    await handle(3)
+    # As if ``old`` had been recorded before the inbox kept digests.
+    async with lane.sessions() as session, session.begin():
+        await session.execute(
+            update(inbox_table)
+            .where(inbox_table.c.message_id == old.message_id)
+            .values(digest=None)
+        )
+
+    def forged(original: Envelope, n: int) -> bytes:
+        return original.model_copy(update={"payload": {"forged": n}}).to_bytes()
+
+    commits = lane.commits
+    with captured_log_events("outbox.consumer") as events:
+        # In one batch: a redelivery (the very bytes), a forgery, and a forgery of a
+        # message recorded without a digest (nothing to compare: a plain duplicate).
+        await lane.publish(first.to_bytes(), tag="redelivery")
+        await lane.publish(forged(second, 1), tag="forgery-in-batch")
+        await lane.publish(forged(old, 1), tag="forgery-of-old")
+        await handle(3)
+        # Alone: the single-message path compares the same way.
+        await lane.publish(forged(second, 2), tag="forgery-alone")
+        await handle(1, alone=True)
+
+    assert await lane.ready() == 0
+    assert await lane.ready(lane.dead_queue) == 0
+    assert lane.commits == commits + 2  # the batch of three, then the one alone
+    assert await lane.effects() == Counter([first.message_id, second.message_id, old.message_id])
+    rejected = [
+        (e["amqp_message_id"], e["reason"], e["action"])
+        for e in events
+        if e["event"] == "message rejected"
+    ]
+    assert rejected == [
+        ("forgery-in-batch", "conflicting_duplicate", "dropped"),
+        ("forgery-alone", "conflicting_duplicate", "dropped"),
+    ]
 
 
 async def test_a_connection_lost_mid_batch_holds_the_batch_and_applies_it_whole(
