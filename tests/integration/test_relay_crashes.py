@@ -1,7 +1,10 @@
 """The relay under crashes: killed mid-stream, RabbitMQ and PostgreSQL restarted mid-stream.
 
-PostgreSQL is stopped on the run's private server (``private_postgres``), never the
-machine's shared one; RabbitMQ is the machine's broker, stopped and started in place.
+Nothing here stops or reconfigures the machine's shared servers, which other test runs
+and benchmarks use at the same time. PostgreSQL is stopped on the run's private server
+(``private_postgres``). The tests that stop RabbitMQ or raise a resource alarm on it do
+so on one node of the run's own cluster (``tests/rabbit_cluster.py``): the relay and the
+test's queue are given that node's URL only, so to the relay that node is the broker.
 
 A real ``sagaway relay`` process drains rows written to the orchestrator's outbox and
 addressed to a queue of this test; whatever happens, every message arrives, and a
@@ -11,6 +14,7 @@ message arrives more than once only as a repeat of the same ``message_id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +29,7 @@ from pathlib import Path
 import aio_pika
 import httpx
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -37,6 +41,7 @@ from sagaway.database import create_engine, session_factory
 from sagaway.migrate import migrate
 from sagaway.settings import Settings
 from tests.private_postgres import PrivatePostgres
+from tests.rabbit_cluster import RabbitCluster, RabbitNode
 from tests.support import drop_database, free_port, wait_for
 
 ROWS = 3000
@@ -45,25 +50,25 @@ OUTAGE_ROWS = 500
 ALARM_ROWS = 2000
 DB_BACKOFF = "database unavailable, relay backing off"
 LOGS = Path(__file__).resolve().parents[1] / "artifacts" / "relay-crash-logs"
+# The tests on the run's cluster may also wait for it to be made (a minute here).
+NODE_TEST_S = 300
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """An exchange and a queue of one test, on the broker ``settings.amqp_url`` names."""
+
+    settings: Settings
     exchange: str
     queue: str
 
 
-@pytest.fixture
-async def own_broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    """A connection of this test's own: the shared one would try to restore, after the
-    broker restart, every queue the earlier tests declared and deleted."""
-    connection = await aio_pika.connect_robust(settings.amqp_url)
-    yield connection
-    await connection.close()
+@contextlib.asynccontextmanager
+async def _target_on(settings: Settings) -> AsyncIterator[Target]:
+    """Declare a target on ``settings``' broker; delete it (and its dead letters) after.
 
-
-@pytest.fixture
-async def target(settings: Settings, own_broker: AbstractRobustConnection) -> AsyncIterator[Target]:
+    Each on a connection of its own: a test may have stopped the broker in between.
+    """
     prefix = f"{settings.namespace}.crash-{uuid.uuid4().hex[:6]}"
     topo = Topology(
         exchanges=(f"{prefix}.x",),
@@ -71,15 +76,55 @@ async def target(settings: Settings, own_broker: AbstractRobustConnection) -> As
         dead_letter_exchange=f"{prefix}.dlx",
         queue_type=settings.queue_type,
     )
-    channel = await own_broker.channel()
-    await declare(channel, topo)
-    yield Target(exchange=topo.exchanges[0], queue=topo.queues[0].name)
-    channel = await _channel(own_broker)
-    await channel.queue_delete(topo.queues[0].name)
-    await channel.queue_delete(topo.dead_letter_queue(topo.queues[0].name))
-    await channel.exchange_delete(topo.exchanges[0])
-    await channel.exchange_delete(topo.dead_letter_exchange)
-    await channel.close()
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        await declare(await connection.channel(), topo)
+    finally:
+        await connection.close()
+    try:
+        yield Target(settings=settings, exchange=topo.exchanges[0], queue=topo.queues[0].name)
+    finally:
+        connection = await aio_pika.connect(settings.amqp_url)
+        try:
+            channel = await connection.channel()
+            await channel.queue_delete(topo.queues[0].name)
+            await channel.queue_delete(topo.dead_letter_queue(topo.queues[0].name))
+            await channel.exchange_delete(topo.exchanges[0])
+            await channel.exchange_delete(topo.dead_letter_exchange)
+        finally:
+            await connection.close()
+
+
+@pytest.fixture
+async def target(settings: Settings) -> AsyncIterator[Target]:
+    """A target on the machine's broker, for the tests that never stop it."""
+    async with _target_on(settings) as made:
+        yield made
+
+
+@pytest.fixture
+def own_node(cluster: RabbitCluster) -> RabbitNode:
+    """The node of the run's cluster that a test stops or alarms."""
+    return cluster.nodes[0]
+
+
+@pytest.fixture
+async def node_target(
+    settings: Settings, cluster: RabbitCluster, own_node: RabbitNode
+) -> AsyncIterator[Target]:
+    """A target whose settings name ``own_node`` as the only broker: the relay has no
+    other node to fail over to, so the node's outage is the broker's outage to it.
+
+    Its queue (a quorum queue unless ``SAGAWAY_QUEUE_TYPE`` says otherwise) has members
+    on all three nodes: what was confirmed stays on the majority while the node is down.
+    """
+    own = settings.model_copy(update={"amqp_url": own_node.url})
+    async with _target_on(own) as made:
+        yield made
+        # The target is deleted through the node: a test that failed while the node was
+        # down left it stopped (the ``cluster`` fixture would start it only after this).
+        if not own_node.running:
+            await cluster.start(own_node)
 
 
 class RelayProcess:
@@ -191,23 +236,19 @@ async def _published(db: AsyncEngine, ids: list[uuid.UUID]) -> int:
         )
 
 
-async def _channel(broker: AbstractRobustConnection) -> AbstractChannel:
-    """A channel, once the robust connection is back (it reconnects every 5 s)."""
+async def _received(target: Target, at_least: int) -> Counter[str]:
+    """Every message in the target's queue (taken off it), counted by message_id.
 
-    async def attempt() -> AbstractChannel | None:
-        try:
-            return await broker.channel()
-        except (RuntimeError, aio_pika.exceptions.AMQPError):
-            return None
-
-    channel = await wait_for(attempt, until=lambda c: c is not None, within=60, interval=0.2)
-    assert channel is not None
-    return channel
+    On a connection of its own, opened now: the broker may have been restarted.
+    """
+    connection = await aio_pika.connect(target.settings.amqp_url)
+    try:
+        return await _drain(await connection.channel(), target.queue, at_least)
+    finally:
+        await connection.close()
 
 
-async def _received(broker: AbstractRobustConnection, queue: str, at_least: int) -> Counter[str]:
-    """Every message in ``queue`` (taken off it), counted by message_id."""
-    channel = await _channel(broker)
+async def _drain(channel: AbstractChannel, queue: str, at_least: int) -> Counter[str]:
     ready = await wait_for(
         lambda: message_count(channel, queue),
         until=lambda n: n >= at_least,
@@ -233,7 +274,6 @@ async def _received(broker: AbstractRobustConnection, queue: str, at_least: int)
         await wait_for(taken, until=lambda n: n >= ready, within=60, what="the queue drained")
     finally:
         await q.cancel(tag)
-        await channel.close()
     return seen
 
 
@@ -248,10 +288,8 @@ async def _until_published(
     )
 
 
-async def _assert_all_arrived_once_or_repeated(
-    broker: AbstractRobustConnection, target: Target, ids: list[uuid.UUID]
-) -> None:
-    seen = await _received(broker, target.queue, len(ids))
+async def _assert_all_arrived_once_or_repeated(target: Target, ids: list[uuid.UUID]) -> None:
+    seen = await _received(target, len(ids))
     assert set(seen) == {str(i) for i in ids}  # every message arrived, nothing else did
     assert sum(seen.values()) >= len(ids)  # repeats possible, only of the same message_id
 
@@ -260,7 +298,6 @@ async def test_a_relay_killed_mid_stream_loses_nothing_after_restart(
     settings: Settings,
     db: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
-    own_broker: AbstractRobustConnection,
     target: Target,
     relays: list[RelayProcess],
 ) -> None:
@@ -273,34 +310,34 @@ async def test_a_relay_killed_mid_stream_loses_nothing_after_restart(
     relays.append(RelayProcess(settings, "restarted"))
     await _until_published(db, ids, at_least=ROWS, within=90)
 
-    await _assert_all_arrived_once_or_repeated(own_broker, target, ids)
+    await _assert_all_arrived_once_or_repeated(target, ids)
 
 
+@pytest.mark.timeout(NODE_TEST_S)
 async def test_rabbitmq_restarted_mid_stream_loses_nothing(
-    settings: Settings,
     db: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
-    own_broker: AbstractRobustConnection,
-    target: Target,
+    cluster: RabbitCluster,
+    own_node: RabbitNode,
+    node_target: Target,
     relays: list[RelayProcess],
 ) -> None:
     # Enough rows that the relay is still busy when the (seconds-long) broker stop
     # lands, and more written while the broker is down: they must wait it out.
-    ids = await _write_rows(sessions, target, RESTART_ROWS)
-    relay = RelayProcess(settings, "through-broker-restart")
+    ids = await _write_rows(sessions, node_target, RESTART_ROWS)
+    relay = RelayProcess(node_target.settings, "through-broker-restart")
     relays.append(relay)
     await relay.until_readiness(200)
     await _until_published(db, ids, at_least=RESTART_ROWS // 20, within=60)
-    await _rabbitmqctl("stop_app")
-    try:
-        ids += await _write_rows(sessions, target, OUTAGE_ROWS)
-        await relay.until_readiness(503, naming="rabbitmq")
-        assert await _published(db, ids) < len(ids)
-    finally:
-        await _rabbitmqctl("start_app")
-    await _rabbitmqctl("await_startup")
+    # A clean stop of the relay's only node (should the test fail while it is down,
+    # ``node_target`` and the ``cluster`` fixture start it again).
+    await cluster.stop(own_node)
+    ids += await _write_rows(sessions, node_target, OUTAGE_ROWS)
+    await relay.until_readiness(503, naming="rabbitmq")
+    assert await _published(db, ids) < len(ids)
+    await cluster.start(own_node)
 
-    await _recovered(relay, db, own_broker, target, ids, outage="the broker")
+    await _recovered(relay, db, node_target, ids, outage="the broker")
 
 
 @dataclass(frozen=True)
@@ -334,7 +371,6 @@ async def private_db(
 async def test_postgresql_restarted_mid_stream_loses_nothing_and_backs_off(
     private_db: PrivateDatabase,
     private_postgres: PrivatePostgres,
-    own_broker: AbstractRobustConnection,
     target: Target,
     relays: list[RelayProcess],
 ) -> None:
@@ -366,13 +402,12 @@ async def test_postgresql_restarted_mid_stream_loses_nothing_and_backs_off(
     # The pool's connections died with the server; later checkouts open new ones.
     await db.dispose()
 
-    await _recovered(relay, db, own_broker, target, ids, outage="the database")
+    await _recovered(relay, db, target, ids, outage="the database")
 
 
 async def _recovered(
     relay: RelayProcess,
     db: AsyncEngine,
-    broker: AbstractRobustConnection,
     target: Target,
     ids: list[uuid.UUID],
     *,
@@ -383,40 +418,34 @@ async def _recovered(
     await _until_published(db, ids, at_least=len(ids), within=180)
     await relay.until_readiness(200)
     assert relay.process.poll() is None, f"the relay died with {outage}"
-    await _assert_all_arrived_once_or_repeated(broker, target, ids)
+    await _assert_all_arrived_once_or_repeated(target, ids)
 
 
+@pytest.mark.timeout(NODE_TEST_S)
 async def test_a_broker_resource_alarm_holds_rows_back_until_it_clears(
-    settings: Settings,
     db: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
-    own_broker: AbstractRobustConnection,
-    target: Target,
+    cluster: RabbitCluster,
+    own_node: RabbitNode,
+    node_target: Target,
     relays: list[RelayProcess],
 ) -> None:
     # RabbitMQ blocks publishing connections while a memory alarm is on; the relay's
     # publishes must give up at their timeout instead of hanging, and say why.
-    relay = RelayProcess(settings, "through-alarm", SAGAWAY_PUBLISH_TIMEOUT_S="2")
+    relay = RelayProcess(node_target.settings, "through-alarm", SAGAWAY_PUBLISH_TIMEOUT_S="2")
     relays.append(relay)
     await relay.until_readiness(200)
-    watermark = await _rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
-    await _rabbitmqctl("set_vm_memory_high_watermark", "0")
+    watermark = await cluster.ctl(
+        own_node, "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."
+    )
+    await cluster.ctl(own_node, "set_vm_memory_high_watermark", "0")
     try:
-        ids = await _write_rows(sessions, target, ALARM_ROWS)
+        ids = await _write_rows(sessions, node_target, ALARM_ROWS)
         await relay.until_readiness(503, naming="rabbitmq")
         _, body = await relay.readiness()
         assert "blocked by a resource alarm" in body["detail"], body
         assert await _published(db, ids) < ALARM_ROWS
     finally:
-        await _rabbitmqctl("set_vm_memory_high_watermark", watermark.strip() or "0.4")
+        await cluster.ctl(own_node, "set_vm_memory_high_watermark", watermark.strip() or "0.4")
 
-    await _recovered(relay, db, own_broker, target, ids, outage="the alarm")
-
-
-async def _rabbitmqctl(*args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, f"rabbitmqctl {' '.join(args)} failed: {err.decode()}"
-    return out.decode()
+    await _recovered(relay, db, node_target, ids, outage="the alarm")
