@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Sequence
@@ -135,12 +136,31 @@ class AioPikaPublisher:
                 self._channel = None
                 late = BrokerUnavailable("broker link lost before the confirm")
             link.cancel()
+        nacked = False
         for position, index in enumerate(sendable):
             confirmed = position < len(batch.confirms) and batch.confirms[position].done()
             results[index] = _settle(batch.confirms[position]) if confirmed else late
+            nacked = nacked or (confirmed and _is_nack(batch.confirms[position]))
         # The channel stays in use: a confirm that comes after all is dropped.
         batch.abandon()
+        if nacked:
+            await self._reopen_channel()
         return results
+
+    async def _reopen_channel(self) -> None:
+        """Close the channel so the next batch opens a new one.
+
+        A quorum queue nacks what its leader cannot take, as when the leader's node was
+        lost. A channel remembers the leader it first sent to: one opened while the
+        queue was electing a new leader kept sending to the dead one, and every retry
+        on it was nacked until that node came back (seen on a 3-node cluster). A new
+        channel looks the leader up again.
+        """
+        async with self._lock:
+            channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(*_LINK_ERRORS):
+                await channel.close()
 
     async def _wire_channel(self) -> BatchChannel:
         async with self._lock:
@@ -213,6 +233,14 @@ def _settle(confirm: asyncio.Future[Any]) -> PublishFailed | None:
     if isinstance(exc, aiormq.exceptions.DeliveryError):
         return PublishFailed(f"broker refused message: {_describe(exc)}")
     return PublishFailed(f"publish failed: {exc!r}")
+
+
+def _is_nack(confirm: asyncio.Future[Any]) -> bool:
+    """A broker's ``Basic.Nack`` (not a return, which says why it could not route)."""
+    exc = confirm.exception()
+    return isinstance(exc, aiormq.exceptions.DeliveryError) and isinstance(
+        exc.frame, aiormq.spec.Basic.Nack
+    )
 
 
 def _link_lost(exc: BaseException) -> str:

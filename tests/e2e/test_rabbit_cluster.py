@@ -291,8 +291,9 @@ async def test_the_node_leading_every_queue_lost_mid_run_and_brought_back_loses_
 
 
 @pytest.mark.timeout(TEST_S)
-async def test_the_whole_cluster_killed_at_once_mid_run_and_restarted_every_saga_still_ends(
-    cluster: RabbitCluster, installation: Installation
+@pytest.mark.parametrize("lost_by", ["kill -9", "clean stop"])
+async def test_the_whole_cluster_lost_at_once_mid_run_and_restarted_every_saga_still_ends(
+    cluster: RabbitCluster, installation: Installation, lost_by: str
 ) -> None:
     await _declare_through(cluster, cluster.nodes[2], installation.settings)
     await _start(installation)
@@ -300,8 +301,12 @@ async def test_the_whole_cluster_killed_at_once_mid_run_and_restarted_every_saga
 
     async def fault() -> None:
         await _until_ended(installation, 40, "40 sagas ended before the restart")
-        # A power cut: what the cluster confirmed was on disk on a majority of nodes.
-        await cluster.kill(*cluster.nodes)
+        if lost_by == "kill -9":
+            # A power cut: what the cluster confirmed was on disk on a majority of nodes.
+            await cluster.kill(*cluster.nodes)
+        else:
+            # A maintenance restart: every node shut down in order, then all started.
+            await cluster.stop(*cluster.nodes)
         # Nothing to connect to: both processes say so, and name no node.
         await _until_both_ready(
             installation,

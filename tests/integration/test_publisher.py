@@ -114,3 +114,31 @@ async def test_a_batch_of_thousands_is_confirmed_message_by_message(
     assert results == [None] * 3000
     received = await take(target.queue, 3000)
     assert [m.message_id for m in received] == [m.message_id for m in batch]
+
+
+async def test_a_nacked_message_fails_alone_and_the_next_batch_goes_out_on_a_new_channel(
+    publisher: AioPikaPublisher, target: Target, channel: aio_pika.abc.AbstractChannel
+) -> None:
+    # A queue that is always full and refuses publishes: the broker nacks what reaches it,
+    # as a quorum queue nacks what a lost leader could not take.
+    full = f"{target.exchange}-full"
+    queue = await channel.declare_queue(
+        full, durable=False, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    await queue.bind(target.exchange, routing_key="full")
+    try:
+        [nacked, delivered] = await publisher.publish_batch(
+            [raw(target, routing_key="full"), raw(target)]
+        )
+        assert isinstance(nacked, PublishFailed), nacked
+        assert delivered is None
+        # The channel the nack came on is retired: the next batch opens a new one.
+        assert publisher._channel is None, "a nack must retire the channel it came on"
+
+        again = raw(target)
+        assert await publisher.publish_batch([again]) == [None]
+        assert publisher._channel is not None
+        received = await take(target.queue, 2)
+        assert received[-1].message_id == again.message_id
+    finally:
+        await channel.queue_delete(full)
