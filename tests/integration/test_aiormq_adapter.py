@@ -55,6 +55,16 @@ async def wire(settings: Settings) -> AsyncIterator[Wire]:
     await channel.queue_bind(name, name, routing_key=ROUTING_KEY)
     yield Wire(channel=channel, exchange=name, queue=name)
     await connection.close()
+    # auto_delete removes a queue only after a consumer has come and gone: most of these
+    # were never consumed from, so they are deleted here (with any a test added).
+    cleanup = await aiormq.connect(settings.amqp_url)
+    try:
+        channel = await cleanup.channel()
+        for queue in (name, f"{name}-full"):
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(name)
+    finally:
+        await cleanup.close()
 
 
 def publication(
@@ -201,7 +211,7 @@ async def test_a_return_a_nack_and_an_unencodable_message_fail_alone(
     wire: Wire, settings: Settings
 ) -> None:
     # A queue that refuses what exceeds one message: the broker nacks the excess.
-    full = f"{settings.namespace}.adapter-full-{uuid.uuid4().hex[:8]}"
+    full = f"{wire.queue}-full"  # deleted with the wire's queue
     await wire.channel.queue_declare(
         full, auto_delete=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
     )
