@@ -19,11 +19,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 RECOVERY = "database system was not properly shut down; automatic recovery in progress"
 """What the server logs when it starts after a crash and replays its WAL."""
@@ -127,11 +126,12 @@ class PrivatePostgres:
         os.kill(pid, signal.SIGKILL)
         # Until it is reaped, not merely dead: a new postmaster takes a zombie named in
         # the lock file for a server still running.
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while Path(f"/proc/{pid}").exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"postmaster {pid} not gone after SIGKILL")
-            time.sleep(0.01)
+        wait_until(
+            lambda: not Path(f"/proc/{pid}").exists(),
+            within=START_TIMEOUT_S,
+            interval=0.01,
+            what=f"postmaster {pid} gone after SIGKILL",
+        )
         return pid
 
     def running(self) -> bool:
@@ -181,11 +181,12 @@ class PrivatePostgres:
     def _wait_orphans_gone(self) -> None:
         """After a killed postmaster, wait until its backends have exited: a new one
         refuses to start while they still hold the old shared memory."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while any(self._orphans()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("backends of the killed postmaster did not exit")
-            time.sleep(0.05)
+        wait_until(
+            lambda: not any(self._orphans()),
+            within=START_TIMEOUT_S,
+            interval=0.05,
+            what="backends of the killed postmaster exited",
+        )
 
     def _orphans(self) -> Iterator[int]:
         # A server process's working directory is its data directory.

@@ -17,6 +17,7 @@ import asyncpg
 from aio_pika.abc import AbstractQueue
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from sagaway.settings import Settings
 from sagaway.topology import build_topology
@@ -48,6 +49,22 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise ConditionTimeout(f"{what} not reached within {within}s; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+def wait_until(
+    condition: Callable[[], bool], *, within: float, interval: float = 0.02, what: str
+) -> None:
+    """Block until ``condition()`` holds (for code outside an event loop); fail after
+    ``within`` seconds. The synchronous counterpart of ``wait_for``."""
+    retrying = Retrying(
+        retry=retry_if_result(lambda held: not held),
+        stop=stop_after_delay(within),
+        wait=wait_fixed(interval),
+    )
+    try:
+        retrying(condition)
+    except RetryError as exc:
+        raise ConditionTimeout(f"{what} not reached within {within}s") from exc
 
 
 def isolated_settings(run_id: str, **overrides: object) -> Settings:
