@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from migrations.models import ALL_METADATA, SCHEMAS
+from sagaway.migrations.models import ALL_METADATA, SCHEMAS
 
 # Any 64-bit constant shared by every migrator; two `sagaway migrate` at once queue up.
 _MIGRATION_LOCK = 0x5A6A_0A1

@@ -1,5 +1,5 @@
 """The saga orchestrator: a typed DSL, a pure state machine, and the engine around it."""
 
-from orchestrator.dsl import Action, Local, RetryPolicy, SagaDefinition, Step
+from sagaway.orchestrator.dsl import Action, Local, RetryPolicy, SagaDefinition, Step
 
 __all__ = ["Action", "Local", "RetryPolicy", "SagaDefinition", "Step"]

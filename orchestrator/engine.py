@@ -20,12 +20,12 @@ from opentelemetry import trace
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator import metrics
-from orchestrator.dsl import Local, RetryPolicy, SagaDefinition
-from orchestrator.protocol import ReplyBody
-from orchestrator.repository import HistoryEntry, SagaRecord, SagaRepository
-from orchestrator.state import Outcome, SagaState
-from orchestrator.state_machine import (
+from sagaway.orchestrator import metrics
+from sagaway.orchestrator.dsl import Local, RetryPolicy, SagaDefinition
+from sagaway.orchestrator.protocol import ReplyBody
+from sagaway.orchestrator.repository import HistoryEntry, SagaRecord, SagaRepository
+from sagaway.orchestrator.state import Outcome, SagaState
+from sagaway.orchestrator.state_machine import (
     AbortRequested,
     Event,
     LocalCompleted,
@@ -37,12 +37,12 @@ from orchestrator.state_machine import (
     Transition,
     WokeUp,
 )
-from outbox.consumer import Dropped
-from outbox.deferred import flush_deferred
-from outbox.envelope import Envelope, OutgoingMessage
-from outbox.errors import Unprocessable
-from outbox.tracing import extract
-from outbox.writer import OutboxWriter
+from sagaway.outbox.consumer import Dropped
+from sagaway.outbox.deferred import flush_deferred
+from sagaway.outbox.envelope import Envelope, OutgoingMessage
+from sagaway.outbox.errors import Unprocessable
+from sagaway.outbox.tracing import extract
+from sagaway.outbox.writer import OutboxWriter
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from orchestrator.state import SagaState, StepStatus
+from sagaway.orchestrator.state import SagaState, StepStatus
 
 SAGAS_STARTED = Counter("sagaway_sagas_started_total", "Sagas started.", ["saga_type"])
 SAGAS_ENDED = Counter(

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.state import Outcome
-from outbox.envelope import Envelope
+from sagaway.orchestrator.state import Outcome
+from sagaway.outbox.envelope import Envelope
 
 
 class ReplyBody(BaseModel):

@@ -24,8 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.state import Phase, SagaStatus
-from orchestrator.tables import CUSTOMER_ID_SQL, FINISHED_SQL, sagas
+from sagaway.orchestrator.state import Phase, SagaStatus
+from sagaway.orchestrator.tables import CUSTOMER_ID_SQL, FINISHED_SQL, sagas
 
 # The same SQL text as the index expression: a bound parameter in its place would keep
 # the planner from matching ``ix_sagas_customer_created``.

@@ -12,10 +12,10 @@ from sqlalchemy import literal, select, tuple_
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.state import Phase, SagaState, SagaStatus, StepState, StepStatus
-from orchestrator.tables import saga_events, sagas
-from outbox.deferred import defer_insert, defer_update, transaction_cache
-from outbox.tracing import inject
+from sagaway.orchestrator.state import Phase, SagaState, SagaStatus, StepState, StepStatus
+from sagaway.orchestrator.tables import saga_events, sagas
+from sagaway.outbox.deferred import defer_insert, defer_update, transaction_cache
+from sagaway.outbox.tracing import inject
 
 _LOCKED = "sagaway.sagas"
 

@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from orchestrator.dsl import Action, Local, ResolvedRetryPolicy, RetryPolicy, SagaDefinition
-from orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
+from sagaway.orchestrator.dsl import Action, Local, ResolvedRetryPolicy, RetryPolicy, SagaDefinition
+from sagaway.orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
 
 # ---------------------------------------------------------------- events
 

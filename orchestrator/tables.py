@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from outbox.tables import inbox_table, outbox_table
+from sagaway.outbox.tables import inbox_table, outbox_table
 
 metadata = MetaData(schema="sagas")
 

@@ -5,9 +5,9 @@ Imports nothing from ``orchestrator`` or ``services``: any service can own an ou
 processed), and the relay moves outbox rows to the broker.
 """
 
-from outbox.envelope import Envelope, OutgoingMessage
-from outbox.inbox import Inbox
-from outbox.tables import inbox_table, outbox_table
-from outbox.writer import OutboxWriter
+from sagaway.outbox.envelope import Envelope, OutgoingMessage
+from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.tables import inbox_table, outbox_table
+from sagaway.outbox.writer import OutboxWriter
 
 __all__ = ["Envelope", "Inbox", "OutboxWriter", "OutgoingMessage", "inbox_table", "outbox_table"]

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from outbox.envelope import Envelope
-from outbox.errors import Unprocessable
+from sagaway.outbox.envelope import Envelope
+from sagaway.outbox.errors import Unprocessable
 
 Screen = Callable[[Envelope], None]
 """Raises :class:`~outbox.errors.Unprocessable` when a message can never be applied,

@@ -10,9 +10,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
-from outbox.broker_nodes import node_address, parse_nodes
-from outbox.cluster_connection import ClusterConnection, Redeclare
-from outbox.errors import BrokerUnavailable
+from sagaway.outbox.broker_nodes import node_address, parse_nodes
+from sagaway.outbox.cluster_connection import ClusterConnection, Redeclare
+from sagaway.outbox.errors import BrokerUnavailable
 
 # How long one attempt to open a link to a node may take: a node that does not answer
 # (a host down, packets dropped) must not hold a component back from the next one.

@@ -34,7 +34,7 @@ from aio_pika.abc import AbstractChannel
 from pamqp.common import FieldTable
 from yarl import URL
 
-from outbox.broker_nodes import node_address
+from sagaway.outbox.broker_nodes import node_address
 
 log = structlog.get_logger(__name__)
 

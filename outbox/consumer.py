@@ -17,14 +17,14 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from outbox import metrics
-from outbox.admission import Refusal, Screen, admit, clip
-from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope
-from outbox.errors import Unprocessable
-from outbox.handoff import Handoff
-from outbox.inbox import Inbox, body_digest
-from outbox.tracing import TRACEPARENT, extract
-from outbox.transient import is_transient
+from sagaway.outbox import metrics
+from sagaway.outbox.admission import Refusal, Screen, admit, clip
+from sagaway.outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope
+from sagaway.outbox.errors import Unprocessable
+from sagaway.outbox.handoff import Handoff
+from sagaway.outbox.inbox import Inbox, body_digest
+from sagaway.outbox.tracing import TRACEPARENT, extract
+from sagaway.outbox.transient import is_transient
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)

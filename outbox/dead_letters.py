@@ -10,8 +10,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity
 
-from outbox.amqp import message_count
-from outbox.errors import BrokerUnavailable
+from sagaway.outbox.amqp import message_count
+from sagaway.outbox.errors import BrokerUnavailable
 
 
 @dataclass(frozen=True, slots=True)

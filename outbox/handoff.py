@@ -30,9 +30,9 @@ from sqlalchemy import ARRAY, Table, Uuid, bindparam, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from outbox import metrics
-from outbox.deferred import committed_inserts
-from outbox.publisher import Publisher, RawMessage
+from sagaway.outbox import metrics
+from sagaway.outbox.deferred import committed_inserts
+from sagaway.outbox.publisher import Publisher, RawMessage
 
 log = structlog.get_logger(__name__)
 

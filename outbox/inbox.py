@@ -10,7 +10,7 @@ from sqlalchemy import LargeBinary, String, Table, Uuid, bindparam, func, litera
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outbox.envelope import Envelope
+from sagaway.outbox.envelope import Envelope
 
 
 class Inbox:

@@ -16,8 +16,8 @@ import structlog
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from outbox import metrics
-from outbox.transient import is_transient
+from sagaway.outbox import metrics
+from sagaway.outbox.transient import is_transient
 
 log = structlog.get_logger(__name__)
 

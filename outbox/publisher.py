@@ -14,10 +14,10 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from outbox.aiormq_adapter import BatchChannel, Publication
-from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
-from outbox.errors import BrokerUnavailable, PublishFailed
-from outbox.tracing import TRACEPARENT
+from sagaway.outbox.aiormq_adapter import BatchChannel, Publication
+from sagaway.outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
+from sagaway.outbox.errors import BrokerUnavailable, PublishFailed
+from sagaway.outbox.tracing import TRACEPARENT
 
 MISSING_EXCHANGE_TTL_S = 30.0
 

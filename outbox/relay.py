@@ -14,12 +14,12 @@ import structlog
 from sqlalchemy import ARRAY, BigInteger, Row, Table, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from outbox import metrics
-from outbox.errors import BrokerUnavailable, PublishFailed
-from outbox.health import Health
-from outbox.publisher import Publisher, RawMessage
-from outbox.transient import is_transient
-from outbox.wakeup import Wakeup
+from sagaway.outbox import metrics
+from sagaway.outbox.errors import BrokerUnavailable, PublishFailed
+from sagaway.outbox.health import Health
+from sagaway.outbox.publisher import Publisher, RawMessage
+from sagaway.outbox.transient import is_transient
+from sagaway.outbox.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outbox.deferred import defer_insert
-from outbox.envelope import OutgoingMessage
-from outbox.handoff import claim_columns
-from outbox.tracing import inject
+from sagaway.outbox.deferred import defer_insert
+from sagaway.outbox.envelope import OutgoingMessage
+from sagaway.outbox.handoff import claim_columns
+from sagaway.outbox.tracing import inject
 
 
 class OutboxWriter:

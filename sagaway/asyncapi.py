@@ -21,14 +21,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 import sagaway
-from orchestrator.definitions import DEFINITIONS
-from orchestrator.dsl import Action, SagaDefinition
-from outbox.amqp import QueueSpec, Topology
-from outbox.broker_nodes import node_address, virtual_host
-from outbox.envelope import Envelope
+from sagaway.orchestrator.definitions import DEFINITIONS
+from sagaway.orchestrator.dsl import Action, SagaDefinition
+from sagaway.outbox.amqp import QueueSpec, Topology
+from sagaway.outbox.broker_nodes import node_address, virtual_host
+from sagaway.outbox.envelope import Envelope
+from sagaway.services import contracts
 from sagaway.settings import Settings
 from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, build_topology
-from services import contracts
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"

@@ -17,15 +17,15 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.engine import SagaEngine, SagaNotFound
-from orchestrator.repository import SagaRecord
-from orchestrator.state import SagaStatus
-from orchestrator.state_machine import InvalidRequest
 from sagaway.database import create_engine, session_factory
 from sagaway.logging import configure_logging
+from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
+from sagaway.orchestrator.repository import SagaRecord
+from sagaway.orchestrator.state import SagaStatus
+from sagaway.orchestrator.state_machine import InvalidRequest
+from sagaway.services.ops.sagas import BadCursor, abort_saga, list_sagas, retry_saga
 from sagaway.settings import Settings
 from sagaway.wiring import build_engine
-from services.ops.sagas import BadCursor, abort_saga, list_sagas, retry_saga
 
 sagas_app = typer.Typer(
     help="Inspect and repair sagas (list, show, retry, abort).", no_args_is_help=True
@@ -163,8 +163,8 @@ def dead_letters_cmd(
     limit: Annotated[int, typer.Option(help="Messages shown per queue.", min=0, max=100)] = 20,
 ) -> None:
     """List dead-lettered messages per queue, with why they died (they stay queued)."""
-    from outbox.amqp import connect
-    from outbox.dead_letters import peek
+    from sagaway.outbox.amqp import connect
+    from sagaway.outbox.dead_letters import peek
     from sagaway.topology import build_topology
 
     settings = Settings()
@@ -200,7 +200,7 @@ def outbox_dead_cmd(
     limit: Annotated[int, typer.Option(help="At most this many per outbox.", min=1)] = 100,
 ) -> None:
     """List outbox messages parked as dead, with their last error."""
-    from services.ops.outbox_admin import dead_rows
+    from sagaway.services.ops.outbox_admin import dead_rows
 
     async def work(session: AsyncSession, _: SagaEngine) -> None:
         rows = await dead_rows(session, limit=limit)
@@ -219,8 +219,8 @@ def outbox_retry_cmd(
     message_id: Annotated[uuid.UUID, typer.Argument(help="The dead message's id.")],
 ) -> None:
     """Give a dead outbox message a fresh attempt budget; the relay sends it again."""
-    from services.ops.audit import record_action
-    from services.ops.outbox_admin import requeue_dead
+    from sagaway.services.ops.audit import record_action
+    from sagaway.services.ops.outbox_admin import requeue_dead
 
     async def work(session: AsyncSession, _: SagaEngine) -> None:
         async with session.begin():

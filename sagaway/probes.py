@@ -9,7 +9,7 @@ import aio_pika
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from outbox.broker_nodes import node_address, parse_nodes
+from sagaway.outbox.broker_nodes import node_address, parse_nodes
 
 PROBE_TIMEOUT_S = 3.0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy.dialects.postgresql import insert
 
 from sagaway.database import create_engine
+from sagaway.services.inventory.tables import stock
+from sagaway.services.payment.tables import customers
 from sagaway.settings import Settings
-from services.inventory.tables import stock
-from services.payment.tables import customers
 
 DEMO_STOCK = {f"SKU-{n}": 1000 for n in range(1, 6)}
 DEMO_CUSTOMERS = {"c-1": 100_000, "c-2": 100_000, "c-42": 100_000, "c-poor": 1_000}

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from outbox.broker_nodes import parse_nodes
-from outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
+from sagaway.outbox.broker_nodes import parse_nodes
+from sagaway.outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
 
 
 class Settings(BaseSettings):

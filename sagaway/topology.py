@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import Table
 
-from orchestrator import tables as orchestrator_tables
-from outbox.amqp import QueueSpec, Topology
+from sagaway.orchestrator import tables as orchestrator_tables
+from sagaway.outbox.amqp import QueueSpec, Topology
+from sagaway.services.inventory import tables as inventory_tables
+from sagaway.services.notification import tables as notification_tables
+from sagaway.services.payment import tables as payment_tables
 from sagaway.settings import Settings
-from services.inventory import tables as inventory_tables
-from services.notification import tables as notification_tables
-from services.payment import tables as payment_tables
 
 PARTICIPANTS = ("inventory", "payment", "notification")
 ORCHESTRATOR = "orchestrator"

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 import sagaway
-from outbox.tracing import TRACEPARENT, extract, inject
+from sagaway.outbox.tracing import TRACEPARENT, extract, inject
 
 __all__ = ["TRACEPARENT", "build_provider", "configure_tracing", "extract", "inject", "tracing"]
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator import tables as orchestrator_tables
-from orchestrator.definitions import DEFINITIONS
-from orchestrator.dsl import RetryPolicy
-from orchestrator.engine import Routing, SagaEngine
-from outbox.writer import OutboxWriter
+from sagaway.orchestrator import tables as orchestrator_tables
+from sagaway.orchestrator.definitions import DEFINITIONS
+from sagaway.orchestrator.dsl import RetryPolicy
+from sagaway.orchestrator.engine import Routing, SagaEngine
+from sagaway.outbox.writer import OutboxWriter
+from sagaway.services import contracts
+from sagaway.services.inventory import handlers as inventory
+from sagaway.services.notification import handlers as notification
+from sagaway.services.ops import faults
+from sagaway.services.orders import local_steps
+from sagaway.services.participant import OutageCheck, Participant, ReplyAddress, Route
+from sagaway.services.payment.handlers import PaymentHandlers
 from sagaway.settings import Settings
 from sagaway.topology import ORCHESTRATOR, OUTBOX_TABLES, Names
-from services import contracts
-from services.inventory import handlers as inventory
-from services.notification import handlers as notification
-from services.ops import faults
-from services.orders import local_steps
-from services.participant import OutageCheck, Participant, ReplyAddress, Route
-from services.payment.handlers import PaymentHandlers
 
 
 def default_retry_policy(settings: Settings) -> RetryPolicy:

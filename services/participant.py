@@ -15,12 +15,12 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.protocol import make_reply
-from orchestrator.state import Outcome
-from outbox.envelope import Envelope, OutgoingMessage
-from outbox.errors import Unprocessable
-from outbox.writer import OutboxWriter
-from services.contracts import COMMAND_FAILED
+from sagaway.orchestrator.protocol import make_reply
+from sagaway.orchestrator.state import Outcome
+from sagaway.outbox.envelope import Envelope, OutgoingMessage
+from sagaway.outbox.errors import Unprocessable
+from sagaway.outbox.writer import OutboxWriter
+from sagaway.services.contracts import COMMAND_FAILED
 
 log = structlog.get_logger(__name__)
 

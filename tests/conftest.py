@@ -10,10 +10,10 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from outbox.amqp import declare
 from sagaway.database import create_engine, session_factory
 from sagaway.logging import configure_logging
 from sagaway.migrate import migrate
+from sagaway.outbox.amqp import declare
 from sagaway.settings import Settings
 from sagaway.topology import build_topology
 from tests.private_postgres import PrivatePostgres

@@ -136,7 +136,7 @@ def captured_log_events(
     at ``level`` or above while inside: structlog's as their dicts, context merged in,
     as they are rendered; other libraries' as ``{"event": message, "logger": name}``.
 
-    sagaway's own loggers (``outbox``, ``orchestrator``, ``services``, ``sagaway``) are
+    sagaway's own loggers (everything under ``sagaway``) are
     let through from ``level`` while inside, whatever the run's log level.
     """
     events: list[dict[str, Any]] = []
@@ -150,7 +150,7 @@ def captured_log_events(
 
     handler = _Keep(level=level)
     target = logging.getLogger(logger)
-    ours = [logging.getLogger(name) for name in ("outbox", "orchestrator", "services", "sagaway")]
+    ours = [logging.getLogger(name) for name in ("sagaway",)]
     levels = [o.level for o in ours]
     target.addHandler(handler)
     for own in ours:

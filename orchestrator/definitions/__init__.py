@@ -1,7 +1,7 @@
 """The saga definitions sagaway runs."""
 
-from orchestrator.definitions.order_fulfillment import ORDER_FULFILLMENT
-from orchestrator.dsl import SagaDefinition
+from sagaway.orchestrator.definitions.order_fulfillment import ORDER_FULFILLMENT
+from sagaway.orchestrator.dsl import SagaDefinition
 
 DEFINITIONS: dict[str, SagaDefinition] = {ORDER_FULFILLMENT.name: ORDER_FULFILLMENT}
 

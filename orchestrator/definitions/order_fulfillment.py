@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.dsl import Action, Local, RetryPolicy, SagaDefinition, Step
-from services import contracts as c
+from sagaway.orchestrator.dsl import Action, Local, RetryPolicy, SagaDefinition, Step
+from sagaway.services import contracts as c
 
 
 def _reserve(data: Mapping[str, Any]) -> dict[str, Any]:

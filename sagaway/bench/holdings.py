@@ -18,9 +18,9 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from outbox.amqp import connect, message_count
 from sagaway.bench.growth import Kind, SeriesSpec
 from sagaway.database import raw_connect
+from sagaway.outbox.amqp import connect, message_count
 
 _MIB = 1024 * 1024
 SAGA_STATUSES = ("RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED")

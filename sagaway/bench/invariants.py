@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from orchestrator.tables import sagas
-from services.inventory.tables import reservations, stock
-from services.notification.tables import notifications
-from services.orders.tables import orders
-from services.payment.tables import authorizations, customers
+from sagaway.orchestrator.tables import sagas
+from sagaway.services.inventory.tables import reservations, stock
+from sagaway.services.notification.tables import notifications
+from sagaway.services.orders.tables import orders
+from sagaway.services.payment.tables import authorizations, customers
 
 SETTLED = {"COMPLETED", "COMPENSATED"}
 # What a settled saga leaves behind, per participant (anything else is an effect that

@@ -31,12 +31,12 @@ from typing import Any
 import aio_pika
 from sqlalchemy import MetaData, text
 
-from outbox.amqp import QueueSpec, Topology, connect, declare
-from outbox.publisher import AioPikaPublisher, RawMessage
-from outbox.tables import outbox_table
 from sagaway.bench.stats import LatencyStats, summarize
 from sagaway.database import create_engine, raw_connect
 from sagaway.migrate import migrate
+from sagaway.outbox.amqp import QueueSpec, Topology, connect, declare
+from sagaway.outbox.publisher import AioPikaPublisher, RawMessage
+from sagaway.outbox.tables import outbox_table
 from sagaway.settings import Settings
 
 WINDOW = 500
@@ -524,8 +524,8 @@ async def _raw_batched(
 async def _relay_child(schema: str) -> None:
     from functools import partial
 
-    from outbox.relay import Relay
-    from outbox.wakeup import Wakeup
+    from sagaway.outbox.relay import Relay
+    from sagaway.outbox.wakeup import Wakeup
     from sagaway.runners.lifecycle import stop_on_signals
     from sagaway.runners.relay import relay_options
 

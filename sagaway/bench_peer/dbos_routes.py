@@ -39,7 +39,7 @@ from sagaway.bench_peer.placing import (
 )
 from sagaway.bench_peer.rules import OrderData
 from sagaway.bench_peer.tables import orders
-from services.orders.schemas import OrderRequest
+from sagaway.services.orders.schemas import OrderRequest
 
 FAILED = "FAILED"
 RUNNING = "RUNNING"

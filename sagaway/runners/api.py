@@ -8,8 +8,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from sagaway.runners.http_protocol import head_deadline_protocol
+from sagaway.services.orders.app import create_app, release_waiters
 from sagaway.settings import Settings
-from services.orders.app import create_app, release_waiters
 
 
 def run_api(settings: Settings, *, host: str, port: int) -> None:

@@ -10,10 +10,10 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from orchestrator.engine import SagaEngine
-from outbox.consumer import Consumer
-from outbox.inbox import Inbox
 from sagaway.metrics_server import serve_metrics
+from sagaway.orchestrator.engine import SagaEngine
+from sagaway.outbox.consumer import Consumer
+from sagaway.outbox.inbox import Inbox
 from sagaway.runners.lifecycle import handoff, readiness, resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, Names

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-from outbox.health import Health
-from outbox.janitor import Janitor, Retention
-from outbox.publisher import AioPikaPublisher
-from outbox.relay import Relay, RelayOptions
-from outbox.wakeup import Wakeup
 from sagaway.database import raw_connect
 from sagaway.metrics_server import serve_metrics
+from sagaway.outbox.health import Health
+from sagaway.outbox.janitor import Janitor, Retention
+from sagaway.outbox.publisher import AioPikaPublisher
+from sagaway.outbox.relay import Relay, RelayOptions
+from sagaway.outbox.wakeup import Wakeup
 from sagaway.runners.lifecycle import readiness, resources, stop_on_signals
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, OUTBOX_TABLES

@@ -7,16 +7,16 @@ from functools import partial
 
 import structlog
 
-from outbox.consumer import Consumer
-from outbox.inbox import Inbox
-from outbox.wakeup import Wakeup
 from sagaway.database import raw_connect
 from sagaway.metrics_server import serve_metrics
+from sagaway.outbox.consumer import Consumer
+from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.wakeup import Wakeup
 from sagaway.runners.lifecycle import handoff, readiness, resources, stop_on_signals
+from sagaway.services.ops.faults import FAULTS_CHANNEL, FaultFlags
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, Names
 from sagaway.wiring import build_participant
-from services.ops.faults import FAULTS_CHANNEL, FaultFlags
 
 log = structlog.get_logger(__name__)
 

@@ -9,11 +9,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.state import Outcome
-from outbox.envelope import Envelope
-from services import contracts as c
-from services.inventory.tables import reservations, stock
-from services.participant import Answer, Route
+from sagaway.orchestrator.state import Outcome
+from sagaway.outbox.envelope import Envelope
+from sagaway.services import contracts as c
+from sagaway.services.inventory.tables import reservations, stock
+from sagaway.services.participant import Answer, Route
 
 RESERVED = "RESERVED"
 REJECTED = "REJECTED"

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.inventory.tables import stock
+from sagaway.services.inventory.tables import stock
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,11 @@ from typing import Any
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.state import Outcome
-from outbox.envelope import Envelope
-from services import contracts as c
-from services.notification.tables import notifications
-from services.participant import Answer, Route
+from sagaway.orchestrator.state import Outcome
+from sagaway.outbox.envelope import Envelope
+from sagaway.services import contracts as c
+from sagaway.services.notification.tables import notifications
+from sagaway.services.participant import Answer, Route
 
 _TEXTS = {
     "order_approved": "Your order {order_id} is approved.",

@@ -16,7 +16,7 @@ from sqlalchemy import (
     func,
 )
 
-from outbox.tables import inbox_table, outbox_table
+from sagaway.outbox.tables import inbox_table, outbox_table
 
 metadata = MetaData(schema="notification")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ops.tables import admin_actions
+from sagaway.services.ops.tables import admin_actions
 
 
 async def record_action(

@@ -15,10 +15,10 @@ import aio_pika
 from sqlalchemy import ColumnElement, Select, Table, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.definitions import DEFINITIONS
-from orchestrator.dsl import Action, Local, SagaDefinition
-from orchestrator.engine import SagaEngine, SagaNotFound
-from orchestrator.queries import (
+from sagaway.orchestrator.definitions import DEFINITIONS
+from sagaway.orchestrator.dsl import Action, Local, SagaDefinition
+from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
+from sagaway.orchestrator.queries import (
     FINISHED_STATUSES,
     SagaFilter,
     SagaSummary,
@@ -27,14 +27,14 @@ from orchestrator.queries import (
     finished_per_minute,
     search_sagas,
 )
-from orchestrator.repository import HistoryRow, SagaRecord
-from orchestrator.state import Phase, SagaStatus
-from outbox.amqp import connect
-from outbox.dead_letters import peek
-from outbox.errors import BrokerUnavailable
+from sagaway.orchestrator.repository import HistoryRow, SagaRecord
+from sagaway.orchestrator.state import Phase, SagaStatus
+from sagaway.outbox.amqp import connect
+from sagaway.outbox.dead_letters import peek
+from sagaway.outbox.errors import BrokerUnavailable
+from sagaway.services.ops.sagas import decode_cursor, encode_cursor
 from sagaway.settings import Settings
 from sagaway.topology import OUTBOX_TABLES, build_topology
-from services.ops.sagas import decode_cursor, encode_cursor
 
 # Counts are exact up to here and estimated from the table's statistics beyond, so the
 # overview stays fast with millions of sagas.

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ops.tables import faults
+from sagaway.services.ops.tables import faults
 
 FAULTABLE = ("inventory", "payment", "notification")
 

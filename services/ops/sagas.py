@@ -13,10 +13,10 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.engine import SagaEngine
-from orchestrator.repository import SagaRecord
-from orchestrator.state import SagaState, SagaStatus
-from services.ops.audit import record_action
+from sagaway.orchestrator.engine import SagaEngine
+from sagaway.orchestrator.repository import SagaRecord
+from sagaway.orchestrator.state import SagaState, SagaStatus
+from sagaway.services.ops.audit import record_action
 
 
 class SagaAction(Protocol):

@@ -14,9 +14,7 @@ from prometheus_client import make_asgi_app
 
 import sagaway
 from sagaway.database import create_engine, raw_connect, session_factory
-from sagaway.settings import Settings
-from sagaway.wiring import build_engine
-from services.orders import (
+from sagaway.services.orders import (
     routes_admin,
     routes_admin_outbox,
     routes_admin_sagas,
@@ -26,12 +24,14 @@ from services.orders import (
     routes_orders,
     routes_sagas,
 )
-from services.orders.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
-from services.orders.method_not_allowed import method_not_allowed
-from services.orders.request_log import RequestLogMiddleware
-from services.orders.saga_watch import SagaEndWatcher
-from services.orders.tracing_middleware import TracingMiddleware
-from services.orders.unavailable import DatabaseUnavailableMiddleware
+from sagaway.services.orders.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
+from sagaway.services.orders.method_not_allowed import method_not_allowed
+from sagaway.services.orders.request_log import RequestLogMiddleware
+from sagaway.services.orders.saga_watch import SagaEndWatcher
+from sagaway.services.orders.tracing_middleware import TracingMiddleware
+from sagaway.services.orders.unavailable import DatabaseUnavailableMiddleware
+from sagaway.settings import Settings
+from sagaway.wiring import build_engine
 
 log = structlog.get_logger(__name__)
 

@@ -13,9 +13,9 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from orchestrator.engine import SagaEngine
+from sagaway.orchestrator.engine import SagaEngine
+from sagaway.services.orders.saga_watch import SagaEndWatcher
 from sagaway.settings import Settings
-from services.orders.saga_watch import SagaEndWatcher
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -7,9 +7,9 @@ import uuid
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.engine import LocalHandler, LocalResult, SagaContext
-from orchestrator.state import Outcome
-from services.orders.tables import orders
+from sagaway.orchestrator.engine import LocalHandler, LocalResult, SagaContext
+from sagaway.orchestrator.state import Outcome
+from sagaway.services.orders.tables import orders
 
 APPROVE = "orders.approve"
 REJECT = "orders.reject"

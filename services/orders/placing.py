@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.definitions import ORDER_FULFILLMENT
-from orchestrator.engine import SagaEngine
-from outbox.deferred import defer_guard, defer_insert, flush_deferred, guard_won
-from services.orders.schemas import OrderRequest
-from services.orders.tables import idempotency_keys, orders
+from sagaway.orchestrator.definitions import ORDER_FULFILLMENT
+from sagaway.orchestrator.engine import SagaEngine
+from sagaway.outbox.deferred import defer_guard, defer_insert, flush_deferred, guard_won
+from sagaway.services.orders.schemas import OrderRequest
+from sagaway.services.orders.tables import idempotency_keys, orders
 
 
 @dataclass(frozen=True, slots=True)

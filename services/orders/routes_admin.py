@@ -6,13 +6,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
 
-from services.contracts import SKU_PATTERN
-from services.inventory import stock
-from services.ops.audit import record_action
-from services.orders.dependencies import AdminDep, SessionDep
-from services.orders.responses import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, invalid, problem
-from services.orders.schemas import CustomerUpdate, CustomerView, InventoryUpdate, InventoryView
-from services.payment import credit
+from sagaway.services.contracts import SKU_PATTERN
+from sagaway.services.inventory import stock
+from sagaway.services.ops.audit import record_action
+from sagaway.services.orders.dependencies import AdminDep, SessionDep
+from sagaway.services.orders.responses import (
+    BODY_ERRORS,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    invalid,
+    problem,
+)
+from sagaway.services.orders.schemas import (
+    CustomerUpdate,
+    CustomerView,
+    InventoryUpdate,
+    InventoryView,
+)
+from sagaway.services.payment import credit
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE})
 

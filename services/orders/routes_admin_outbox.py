@@ -9,10 +9,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict
 
-from services.ops.audit import record_action
-from services.ops.outbox_admin import dead_rows, requeue_dead
-from services.orders.dependencies import AdminDep, SessionDep
-from services.orders.responses import UNAUTHORIZED, UNAVAILABLE, invalid, not_a_uuid, problem
+from sagaway.services.ops.audit import record_action
+from sagaway.services.ops.outbox_admin import dead_rows, requeue_dead
+from sagaway.services.orders.dependencies import AdminDep, SessionDep
+from sagaway.services.orders.responses import (
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    invalid,
+    not_a_uuid,
+    problem,
+)
 
 router = APIRouter(
     prefix="/admin/outbox", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE}

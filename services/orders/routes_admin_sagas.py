@@ -9,18 +9,23 @@ import structlog
 from fastapi import APIRouter, HTTPException, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.engine import SagaEngine, SagaNotFound
-from orchestrator.state import SagaStatus
-from orchestrator.state_machine import InvalidRequest
-from outbox.amqp import Topology, connect
-from outbox.dead_letters import peek
-from outbox.errors import BrokerUnavailable
-from sagaway.topology import build_topology
-from services.ops import faults
-from services.ops.audit import record_action
-from services.ops.sagas import CURSOR_PATTERN, SagaAction, abort_saga, list_sagas, retry_saga
-from services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
-from services.orders.responses import (
+from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
+from sagaway.orchestrator.state import SagaStatus
+from sagaway.orchestrator.state_machine import InvalidRequest
+from sagaway.outbox.amqp import Topology, connect
+from sagaway.outbox.dead_letters import peek
+from sagaway.outbox.errors import BrokerUnavailable
+from sagaway.services.ops import faults
+from sagaway.services.ops.audit import record_action
+from sagaway.services.ops.sagas import (
+    CURSOR_PATTERN,
+    SagaAction,
+    abort_saga,
+    list_sagas,
+    retry_saga,
+)
+from sagaway.services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
+from sagaway.services.orders.responses import (
     BODY_ERRORS,
     UNAUTHORIZED,
     UNAVAILABLE,
@@ -28,8 +33,8 @@ from services.orders.responses import (
     not_a_uuid,
     problem,
 )
-from services.orders.routes_sagas import saga_view
-from services.orders.schemas import (
+from sagaway.services.orders.routes_sagas import saga_view
+from sagaway.services.orders.schemas import (
     CURSOR_EXAMPLE,
     DeadLetterQueueView,
     DeadLetterView,
@@ -38,6 +43,7 @@ from services.orders.schemas import (
     SagaActionAccepted,
     SagaPage,
 )
+from sagaway.topology import build_topology
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE})
 

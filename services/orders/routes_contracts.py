@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from sagaway.asyncapi import build_asyncapi
-from services.orders.dependencies import SettingsDep
+from sagaway.services.orders.dependencies import SettingsDep
 
 router = APIRouter(tags=["contracts"])
 

@@ -12,16 +12,16 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BeforeValidator
 
-from orchestrator.engine import SagaNotFound
-from orchestrator.queries import SagaFilter
-from orchestrator.state import SagaStatus
-from services.ops import dashboard
-from services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
-from services.orders.responses import UNAUTHORIZED, UNAVAILABLE, not_a_uuid, problem
-from services.orders.routes_admin_sagas import BAD_FILTER, Cursor
-from services.orders.routes_sagas import saga_view
-from services.orders.schemas import HistoryItem
-from services.orders.schemas_dashboard import (
+from sagaway.orchestrator.engine import SagaNotFound
+from sagaway.orchestrator.queries import SagaFilter
+from sagaway.orchestrator.state import SagaStatus
+from sagaway.services.ops import dashboard
+from sagaway.services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
+from sagaway.services.orders.responses import UNAUTHORIZED, UNAVAILABLE, not_a_uuid, problem
+from sagaway.services.orders.routes_admin_sagas import BAD_FILTER, Cursor
+from sagaway.services.orders.routes_sagas import saga_view
+from sagaway.services.orders.schemas import HistoryItem
+from sagaway.services.orders.schemas_dashboard import (
     DeadLetterCountView,
     LaneView,
     MinuteBucketView,

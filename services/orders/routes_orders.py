@@ -9,15 +9,15 @@ import structlog
 from fastapi import APIRouter, Header, HTTPException, Response
 from sqlalchemy import select
 
-from services.orders.dependencies import (
+from sagaway.services.orders.dependencies import (
     EngineDep,
     OneStatementSessionDep,
     ReadSessionsDep,
 )
-from services.orders.placing import IdempotencyKeyReused, place_order
-from services.orders.responses import BODY_ERRORS, UNAVAILABLE, invalid, not_a_uuid, problem
-from services.orders.schemas import OrderAccepted, OrderRequest, OrderView
-from services.orders.tables import orders
+from sagaway.services.orders.placing import IdempotencyKeyReused, place_order
+from sagaway.services.orders.responses import BODY_ERRORS, UNAVAILABLE, invalid, not_a_uuid, problem
+from sagaway.services.orders.schemas import OrderAccepted, OrderRequest, OrderView
+from sagaway.services.orders.tables import orders
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["orders"], responses={503: UNAVAILABLE})

@@ -8,10 +8,10 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, HTTPException, Query
 
-from orchestrator.repository import SagaRecord
-from services.orders.dependencies import EngineDep, ReadSessionsDep, SessionDep, WatcherDep
-from services.orders.responses import UNAVAILABLE, invalid, not_a_uuid, problem
-from services.orders.schemas import HistoryItem, SagaView, StepView
+from sagaway.orchestrator.repository import SagaRecord
+from sagaway.services.orders.dependencies import EngineDep, ReadSessionsDep, SessionDep, WatcherDep
+from sagaway.services.orders.responses import UNAVAILABLE, invalid, not_a_uuid, problem
+from sagaway.services.orders.schemas import HistoryItem, SagaView, StepView
 
 router = APIRouter(tags=["sagas"], responses={503: UNAVAILABLE})
 

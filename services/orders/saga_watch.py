@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from outbox.wakeup import Connect, first_completed
+from sagaway.outbox.wakeup import Connect, first_completed
 
 log = structlog.get_logger(__name__)
 

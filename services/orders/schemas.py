@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.config import JsonDict
 
-from services.contracts import SKU_PATTERN
+from sagaway.services.contracts import SKU_PATTERN
 
 # Example values shared by the models' OpenAPI examples, so the examples agree.
 _ORDER_ID = "0f8b6c2e-4a7d-4c1e-9a53-2d6f1e8b7c90"

@@ -6,7 +6,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from outbox.tracing import extract
+from sagaway.outbox.tracing import extract
 
 tracer = trace.get_tracer(__name__)
 

@@ -6,7 +6,7 @@ import structlog
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from outbox.transient import is_transient
+from sagaway.outbox.transient import is_transient
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payment.tables import customers
+from sagaway.services.payment.tables import customers
 
 
 @dataclass(frozen=True, slots=True)

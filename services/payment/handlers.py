@@ -8,11 +8,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.state import Outcome
-from outbox.envelope import Envelope
-from services import contracts as c
-from services.participant import Answer, Route
-from services.payment.tables import authorizations, customers
+from sagaway.orchestrator.state import Outcome
+from sagaway.outbox.envelope import Envelope
+from sagaway.services import contracts as c
+from sagaway.services.participant import Answer, Route
+from sagaway.services.payment.tables import authorizations, customers
 
 AUTHORIZED = "AUTHORIZED"
 REJECTED = "REJECTED"

@@ -15,7 +15,7 @@ from sqlalchemy import (
     text,
 )
 
-from outbox.tables import inbox_table, outbox_table
+from sagaway.outbox.tables import inbox_table, outbox_table
 
 metadata = MetaData(schema="payment")
 

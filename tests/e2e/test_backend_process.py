@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from orchestrator.tables import sagas
-from outbox.broker_nodes import node_address
 from sagaway.migrate import migrate
+from sagaway.orchestrator.tables import sagas
+from sagaway.outbox.broker_nodes import node_address
 from sagaway.supervisor import BACKEND_PORT_OFFSET, GRACE_S
 from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, Names
 from tests.e2e.conftest import LOGS

@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from orchestrator.tables import sagas
-from outbox.broker_nodes import node_address
-from services.orders.tables import idempotency_keys, orders
+from sagaway.orchestrator.tables import sagas
+from sagaway.outbox.broker_nodes import node_address
+from sagaway.services.orders.tables import idempotency_keys, orders
 from tests.e2e.conftest import System
 from tests.support import ADMIN_TOKEN, wait_for
 

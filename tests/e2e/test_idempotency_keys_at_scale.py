@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
-from services.orders.tables import idempotency_keys
+from sagaway.services.orders.tables import idempotency_keys
 
 BULK = 10_000
 PREFIX = "bulk-idem-"

@@ -7,7 +7,7 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from outbox.broker_nodes import node_address
+from sagaway.outbox.broker_nodes import node_address
 from tests.e2e.conftest import System
 from tests.support import free_port, wait_for
 

@@ -36,11 +36,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from orchestrator.tables import sagas
-from outbox.amqp import message_count
+from sagaway.orchestrator.tables import sagas
+from sagaway.outbox.amqp import message_count
+from sagaway.services.orders.tables import idempotency_keys, orders
 from sagaway.supervisor import BACKEND_PORT_OFFSET
 from sagaway.topology import OUTBOX_TABLES, build_topology
-from services.orders.tables import idempotency_keys, orders
 from tests.e2e.conftest import LOGS
 from tests.e2e.installation import (
     START_S,

@@ -23,15 +23,15 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from orchestrator.tables import sagas
-from outbox.amqp import declare, message_count
-from outbox.cluster_connection import ClusterConnection
-from outbox.errors import BrokerUnavailable
-from outbox.publisher import AioPikaPublisher, PublishResult, RawMessage
 from sagaway.bench.invariants import find_problems
 from sagaway.bench.workload import BenchTally, RunScope, Workload, WorkloadOptions
 from sagaway.database import create_engine, session_factory
 from sagaway.migrate import migrate
+from sagaway.orchestrator.tables import sagas
+from sagaway.outbox.amqp import declare, message_count
+from sagaway.outbox.cluster_connection import ClusterConnection
+from sagaway.outbox.errors import BrokerUnavailable
+from sagaway.outbox.publisher import AioPikaPublisher, PublishResult, RawMessage
 from sagaway.settings import Settings
 from sagaway.topology import OUTBOX_TABLES, build_topology
 from tests.e2e.conftest import System

@@ -23,7 +23,7 @@ from aiormq.abc import ChannelFrame
 from pamqp.commands import Basic
 from pamqp.heartbeat import Heartbeat
 
-from outbox.aiormq_adapter import (
+from sagaway.outbox.aiormq_adapter import (
     AiormqInternalsChanged,
     BatchChannel,
     Publication,

@@ -17,10 +17,10 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from outbox.amqp import connect
-from outbox.broker_nodes import node_address
-from outbox.cluster_connection import ClusterConnection, check_internals
-from outbox.errors import BrokerUnavailable
+from sagaway.outbox.amqp import connect
+from sagaway.outbox.broker_nodes import node_address
+from sagaway.outbox.cluster_connection import ClusterConnection, check_internals
+from sagaway.outbox.errors import BrokerUnavailable
 from sagaway.settings import Settings
 from tests.support import free_port, wait_for
 from tests.tcp_proxy import TcpProxy

@@ -29,15 +29,15 @@ from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from orchestrator.tables import inbox as inbox_table
-from orchestrator.tables import outbox
-from outbox.amqp import QueueSpec, Topology, declare, message_count
-from outbox.consumer import Consumer, Dropped
-from outbox.envelope import Envelope, OutgoingMessage
-from outbox.errors import Unprocessable
-from outbox.inbox import Inbox
-from outbox.writer import OutboxWriter
 from sagaway.database import create_engine, session_factory
+from sagaway.orchestrator.tables import inbox as inbox_table
+from sagaway.orchestrator.tables import outbox
+from sagaway.outbox.amqp import QueueSpec, Topology, declare, message_count
+from sagaway.outbox.consumer import Consumer, Dropped
+from sagaway.outbox.envelope import Envelope, OutgoingMessage
+from sagaway.outbox.errors import Unprocessable
+from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.writer import OutboxWriter
 from sagaway.settings import Settings
 from tests.support import captured_log_events, metric, take_dead_letters, wait_for
 
@@ -415,7 +415,7 @@ async def test_hostile_messages_in_a_batch_cost_it_no_extra_transaction(lane: La
     consumer = lane.consumer(prefetch=20)
     channel = await lane.connection.channel()
     try:
-        with captured_log_events("outbox.consumer") as events:
+        with captured_log_events("sagaway.outbox.consumer") as events:
             await consumer.process_batch(await lane.take(len(sent), channel))
     finally:
         await channel.close()
@@ -502,7 +502,7 @@ async def test_an_id_reused_with_other_content_is_dropped_as_a_conflict(lane: La
         return original.model_copy(update={"payload": {"forged": n}}).to_bytes()
 
     commits = lane.commits
-    with captured_log_events("outbox.consumer") as events:
+    with captured_log_events("sagaway.outbox.consumer") as events:
         # In one batch: a redelivery (the very bytes), a forgery, and a forgery of a
         # message recorded without a digest (nothing to compare: a plain duplicate).
         await lane.publish(first.to_bytes(), tag="redelivery")

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from outbox.wakeup import Wakeup
 from sagaway.database import create_engine, raw_connect
-from services.orders.saga_watch import SagaEndWatcher
+from sagaway.outbox.wakeup import Wakeup
+from sagaway.services.orders.saga_watch import SagaEndWatcher
 from tests.private_postgres import PrivatePostgres
 from tests.support import wait_for
 

@@ -29,22 +29,22 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from sqlalchemy import Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from orchestrator.tables import outbox
-from outbox.amqp import connect, message_count
-from outbox.consumer import Consumer
-from outbox.deferred import flush_deferred
-from outbox.envelope import Envelope, OutgoingMessage
-from outbox.handoff import Handoff, HandoffBatch
-from outbox.inbox import Inbox
-from outbox.publisher import AioPikaPublisher
-from outbox.relay import Relay, RelayOptions
-from outbox.wakeup import CHANNEL
-from outbox.writer import OutboxWriter
 from sagaway.database import raw_connect
+from sagaway.orchestrator.tables import outbox
+from sagaway.outbox.amqp import connect, message_count
+from sagaway.outbox.consumer import Consumer
+from sagaway.outbox.deferred import flush_deferred
+from sagaway.outbox.envelope import Envelope, OutgoingMessage
+from sagaway.outbox.handoff import Handoff, HandoffBatch
+from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.publisher import AioPikaPublisher
+from sagaway.outbox.relay import Relay, RelayOptions
+from sagaway.outbox.wakeup import CHANNEL
+from sagaway.outbox.writer import OutboxWriter
+from sagaway.services import contracts as c
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, OUTBOX_TABLES, Names
 from sagaway.wiring import build_participant
-from services import contracts as c
 from tests.integration.test_outbox_relay import Target, message, relay, take, write
 from tests.support import wait_for
 

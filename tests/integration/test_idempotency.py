@@ -9,15 +9,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from orchestrator.engine import SagaEngine
-from orchestrator.tables import outbox, sagas
-from outbox.deferred import flush_deferred
-from outbox.envelope import Envelope
+from sagaway.orchestrator.engine import SagaEngine
+from sagaway.orchestrator.tables import outbox, sagas
+from sagaway.outbox.deferred import flush_deferred
+from sagaway.outbox.envelope import Envelope
+from sagaway.services.orders.placing import IdempotencyKeyReused, PlacedOrder, place_order
+from sagaway.services.orders.schemas import OrderItem, OrderRequest
+from sagaway.services.orders.tables import idempotency_keys, orders
 from sagaway.settings import Settings
 from sagaway.wiring import build_engine
-from services.orders.placing import IdempotencyKeyReused, PlacedOrder, place_order
-from services.orders.schemas import OrderItem, OrderRequest
-from services.orders.tables import idempotency_keys, orders
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,15 @@ from aio_pika.abc import (
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from outbox.amqp import Topology, message_count
-from outbox.consumer import Consumer, Handler
-from outbox.envelope import Envelope
-from outbox.inbox import Inbox
+from sagaway.outbox.amqp import Topology, message_count
+from sagaway.outbox.consumer import Consumer, Handler
+from sagaway.outbox.envelope import Envelope
+from sagaway.outbox.inbox import Inbox
+from sagaway.services import contracts as c
+from sagaway.services.inventory.stock import StockLevel, get_level, set_available
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, OUTBOX_TABLES, Names
 from sagaway.wiring import build_participant
-from services import contracts as c
-from services.inventory.stock import StockLevel, get_level, set_available
 from tests.support import wait_for
 
 PARTICIPANT = "inventory"

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import MetaData, Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from outbox.janitor import Janitor, Retention
-from outbox.tables import inbox_table, outbox_table
+from sagaway.outbox.janitor import Janitor, Retention
+from sagaway.outbox.tables import inbox_table, outbox_table
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from migrations.models import ALL_METADATA, SCHEMAS
 from sagaway.database import create_engine, ensure_database
 from sagaway.migrate import migrate
+from sagaway.migrations.models import ALL_METADATA, SCHEMAS
 from sagaway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,14 +26,14 @@ from aio_pika.abc import (
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from orchestrator.tables import outbox
-from outbox.amqp import connect
-from outbox.deferred import flush_deferred
-from outbox.envelope import Envelope, OutgoingMessage
-from outbox.errors import BrokerUnavailable
-from outbox.publisher import AioPikaPublisher, Publisher, PublishResult, RawMessage
-from outbox.relay import Relay, RelayOptions
-from outbox.writer import OutboxWriter
+from sagaway.orchestrator.tables import outbox
+from sagaway.outbox.amqp import connect
+from sagaway.outbox.deferred import flush_deferred
+from sagaway.outbox.envelope import Envelope, OutgoingMessage
+from sagaway.outbox.errors import BrokerUnavailable
+from sagaway.outbox.publisher import AioPikaPublisher, Publisher, PublishResult, RawMessage
+from sagaway.outbox.relay import Relay, RelayOptions
+from sagaway.outbox.writer import OutboxWriter
 from sagaway.settings import Settings
 from tests.support import wait_for
 

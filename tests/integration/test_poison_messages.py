@@ -29,23 +29,23 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from orchestrator.tables import FINISHED_SQL, saga_events, sagas
-from orchestrator.tables import inbox as inbox_table
-from outbox.amqp import QueueSpec, Topology, declare, message_count
-from outbox.consumer import Consumer
-from outbox.envelope import Envelope
-from outbox.inbox import Inbox
 from sagaway.bench.invariants import find_problems
 from sagaway.database import create_engine, session_factory
 from sagaway.migrate import migrate
+from sagaway.orchestrator.tables import FINISHED_SQL, saga_events, sagas
+from sagaway.orchestrator.tables import inbox as inbox_table
+from sagaway.outbox.amqp import QueueSpec, Topology, declare, message_count
+from sagaway.outbox.consumer import Consumer
+from sagaway.outbox.envelope import Envelope
+from sagaway.outbox.inbox import Inbox
 from sagaway.runners.backend import run_backend
+from sagaway.services.inventory.stock import set_available
+from sagaway.services.orders.placing import place_order
+from sagaway.services.orders.schemas import OrderItem, OrderRequest
+from sagaway.services.payment.credit import set_limit
 from sagaway.settings import Settings
 from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, OUTBOX_TABLES, Names, build_topology
 from sagaway.wiring import build_engine
-from services.inventory.stock import set_available
-from services.orders.placing import place_order
-from services.orders.schemas import OrderItem, OrderRequest
-from services.payment.credit import set_limit
 from tests.support import (
     captured_log_events,
     delete_topology,

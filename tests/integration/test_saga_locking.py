@@ -21,8 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from orchestrator.repository import SagaRecord, SagaRepository
-from orchestrator.state import Phase, SagaState, SagaStatus, StepState, StepStatus
+from sagaway.orchestrator.repository import SagaRecord, SagaRepository
+from sagaway.orchestrator.state import Phase, SagaState, SagaStatus, StepState, StepStatus
 from tests.support import wait_for
 
 ROUNDS = 20

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from outbox.admission import MAX_LOGGED_CHARS, Refusal, admit, clip
-from outbox.envelope import Envelope
-from outbox.errors import Unprocessable
+from sagaway.outbox.admission import MAX_LOGGED_CHARS, Refusal, admit, clip
+from sagaway.outbox.envelope import Envelope
+from sagaway.outbox.errors import Unprocessable
 from sagaway.settings import Settings
 from sagaway.wiring import build_engine, build_participant
 

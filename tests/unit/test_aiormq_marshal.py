@@ -10,7 +10,7 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from outbox.aiormq_adapter import PERSISTENT, Publication, _Marshaller
+from sagaway.outbox.aiormq_adapter import PERSISTENT, Publication, _Marshaller
 
 CHUNK = 1000
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from outbox.broker_nodes import InvalidBrokerUrl, node_address, parse_nodes, virtual_host
 from sagaway.asyncapi import build_asyncapi
 from sagaway.metrics_server import ReadyState, _app
+from sagaway.outbox.broker_nodes import InvalidBrokerUrl, node_address, parse_nodes, virtual_host
 from sagaway.settings import Settings, redact_url
 
 THREE = (

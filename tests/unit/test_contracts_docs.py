@@ -27,23 +27,23 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter
 from typer.testing import CliRunner
 
-from orchestrator.definitions import DEFINITIONS
-from orchestrator.dsl import Action
-from orchestrator.protocol import make_reply
-from orchestrator.state import Outcome
-from outbox.amqp import Topology, declare
-from outbox.envelope import Envelope
 from sagaway.asyncapi import SCHEMA_REF, build_asyncapi
 from sagaway.cli import app as cli
+from sagaway.orchestrator.definitions import DEFINITIONS
+from sagaway.orchestrator.dsl import Action
+from sagaway.orchestrator.protocol import make_reply
+from sagaway.orchestrator.state import Outcome
+from sagaway.outbox.amqp import Topology, declare
+from sagaway.outbox.envelope import Envelope
+from sagaway.services import contracts
+from sagaway.services.inventory import handlers as inventory
+from sagaway.services.notification import handlers as notification
+from sagaway.services.orders import schemas
+from sagaway.services.orders.app import create_app
+from sagaway.services.participant import Participant, Route
+from sagaway.services.payment.handlers import PaymentHandlers
 from sagaway.settings import Settings
 from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, Names, build_topology
-from services import contracts
-from services.inventory import handlers as inventory
-from services.notification import handlers as notification
-from services.orders import schemas
-from services.orders.app import create_app
-from services.participant import Participant, Route
-from services.payment.handlers import PaymentHandlers
 
 pytestmark = pytest.mark.unit
 

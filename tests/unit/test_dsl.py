@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.definitions import DEFINITIONS, ORDER_FULFILLMENT
-from orchestrator.dsl import (
+from sagaway.orchestrator.definitions import DEFINITIONS, ORDER_FULFILLMENT
+from sagaway.orchestrator.dsl import (
     Action,
     DefinitionError,
     Local,
@@ -19,7 +19,7 @@ from orchestrator.dsl import (
     SagaDefinition,
     Step,
 )
-from services import contracts as c
+from sagaway.services import contracts as c
 
 
 def _payload(data: Mapping[str, Any]) -> dict[str, Any]:

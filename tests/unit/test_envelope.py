@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from outbox.envelope import Envelope
+from sagaway.outbox.envelope import Envelope
 from sagaway.settings import redact_url
 
 

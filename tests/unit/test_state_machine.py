@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.definitions import ORDER_FULFILLMENT
-from orchestrator.dsl import Local, RetryPolicy
-from orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
-from orchestrator.state_machine import (
+from sagaway.orchestrator.definitions import ORDER_FULFILLMENT
+from sagaway.orchestrator.dsl import Local, RetryPolicy
+from sagaway.orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
+from sagaway.orchestrator.state_machine import (
     AbortRequested,
     InvalidRequest,
     LocalCompleted,

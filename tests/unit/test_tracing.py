@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sagaway.logging import _add_trace_ids
+from sagaway.services.orders.tracing_middleware import TracingMiddleware
 from sagaway.tracing import build_provider, configure_tracing, extract, inject
-from services.orders.tracing_middleware import TracingMiddleware
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER = f"00-{TRACE_ID}-b7ad6b7169203331-01"
