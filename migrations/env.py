@@ -31,13 +31,16 @@ def _run(connection: Connection) -> None:
         include_name=_include_name,
         compare_type=True,
         compare_server_default=True,
+        # An application's own migrations keep their history in a table of their own
+        # (sagaway.migrate.application_alembic_config).
+        version_table=config.attributes.get("version_table", "alembic_version"),
     )
     with context.begin_transaction():
         context.run_migrations()
 
 
 async def _run_async(url: str) -> None:
-    from sagaway.database import create_engine
+    from sagaway.outbox.database import create_engine
 
     engine = create_engine(url, pool_size=1)
     try:
@@ -53,7 +56,7 @@ if connection is not None:
 elif context.is_offline_mode():
     raise SystemExit("offline migrations are not supported; run `sagaway migrate`")
 else:
-    from sagaway.settings import Settings
+    from sagaway.outbox.settings import Settings
 
     url = config.get_main_option("sqlalchemy.url") or Settings().database_url
     asyncio.run(_run_async(url))

@@ -1,7 +1,70 @@
 """sagaway: a saga orchestrator with a transactional outbox.
 
-This package is the composition root: settings, logging, the command line and the
-process supervisor. The domain lives in ``orchestrator``, ``services`` and ``outbox``.
+The public API of a saga application, everything a team needs to bring its own saga::
+
+    from sagaway import (
+        Action, CommandContext, Failed, Participant, Rejected, SagaApp,
+        SagaDefinition, Step, Succeeded, start_saga,
+    )
+
+Sagas are defined with the typed DSL (:class:`SagaDefinition`, :class:`Step`,
+:class:`Action`, :class:`Local`, :class:`RetryPolicy`); participants register one
+handler per command (:class:`Participant`), each answering :class:`Succeeded`,
+:class:`Rejected` or :class:`Failed`; a :class:`SagaApp` holds them all and is what
+``sagaway --app module:attribute`` runs. :func:`start_saga` starts a saga in the
+caller's transaction; :func:`saga_router` serves status and admin routes in a team's
+own FastAPI app. ``sagaway.testing`` has the test kit.
+
+The command line, the process supervisor and the runners live in this package too,
+as the composition root; the domain lives in the subpackages ``orchestrator``,
+``services`` and ``outbox``.
 """
 
 __version__ = "0.1.0"
+
+from sagaway.orchestrator.application import SagaApp
+from sagaway.orchestrator.claims import claim_for_saga, set_saga_status
+from sagaway.orchestrator.dsl import (
+    Action,
+    DefinitionError,
+    Local,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+)
+from sagaway.orchestrator.engine import LocalResult, SagaContext
+from sagaway.orchestrator.participants import (
+    CommandContext,
+    Failed,
+    Participant,
+    Rejected,
+    Reply,
+    Succeeded,
+)
+from sagaway.orchestrator.starting import start_saga
+from sagaway.orchestrator.state import Outcome
+from sagaway.services.api.router import saga_router
+
+__all__ = [
+    "Action",
+    "CommandContext",
+    "DefinitionError",
+    "Failed",
+    "Local",
+    "LocalResult",
+    "Outcome",
+    "Participant",
+    "Rejected",
+    "Reply",
+    "RetryPolicy",
+    "SagaApp",
+    "SagaContext",
+    "SagaDefinition",
+    "Step",
+    "Succeeded",
+    "__version__",
+    "claim_for_saga",
+    "saga_router",
+    "set_saga_status",
+    "start_saga",
+]

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 
 
 class RejectKindChoice(StrEnum):
@@ -192,7 +192,7 @@ def soak_cmd(
     require_bench_extra()
     from sagaway.bench.scrape import default_sources, parse_source
     from sagaway.bench.soak import SoakOptions, run_soak
-    from sagaway.topology import build_topology
+    from sagaway.wiring import build_topology
 
     settings = Settings()
     try:

@@ -23,9 +23,10 @@ from sagaway.bench_cli import (
     require_bench_extra,
     soak_cmd,
 )
+from sagaway.cli_options import AppOption, application_or_exit, use_app
 from sagaway.logging import configure_logging
 from sagaway.operator_cli import dead_letters_cmd, outbox_app, sagas_app
-from sagaway.settings import Settings, redact_url
+from sagaway.outbox.settings import Settings, redact_url
 from sagaway.supervisor import DEFAULT_METRICS_PORT_BASE
 
 app = typer.Typer(
@@ -43,14 +44,6 @@ app.add_typer(outbox_app, name="outbox")
 app.command("dead-letters")(dead_letters_cmd)
 
 
-class Participant(StrEnum):
-    """The participant services a worker can run."""
-
-    inventory = "inventory"
-    payment = "payment"
-    notification = "notification"
-
-
 def run_component(main: Coroutine[Any, Any, None]) -> None:
     """Run a long-lived component on uvloop (installed with uvicorn[standard], which the
     API already runs on): its event loop costs a component less CPU per message than
@@ -64,9 +57,13 @@ def run_component(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def _settings(component: str) -> Settings:
+def _settings(component: str, app_spec: str | None = None) -> Settings:
+    """Settings with ``--app`` applied, logging configured, and the application checked
+    (a command that cannot load it exits 2 saying why, before doing anything)."""
+    use_app(app_spec)
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format, component=component)
+    application_or_exit(settings)
     return settings
 
 
@@ -93,13 +90,15 @@ def up(
             "machine; --split: one process per component.",
         ),
     ] = False,
+    app_spec: AppOption = None,
 ) -> None:
-    """Migrate, then run every component (API, relay, orchestrator, the three workers)
-    as supervised processes. Ctrl-C or SIGTERM stops them all cleanly."""
+    """Migrate, then run every component (API, relay, orchestrator, one worker per
+    participant of the application) as supervised processes. Ctrl-C or SIGTERM stops
+    them all cleanly."""
     from sagaway.migrate import migrate
     from sagaway.supervisor import components, supervise
 
-    settings = _settings("supervisor")
+    settings = _settings("supervisor", app_spec)
     asyncio.run(migrate(settings))
     log.info(
         "starting sagaway",
@@ -107,87 +106,115 @@ def up(
         database=redact_url(settings.database_url),
         amqp=redact_url(settings.amqp_url),
     )
-    raise typer.Exit(supervise(components(api_port, api_host, metrics_port_base, split=split)))
+    participants = application_or_exit(settings).participant_names
+    raise typer.Exit(
+        supervise(
+            components(
+                api_port, api_host, metrics_port_base, split=split, participants=participants
+            )
+        )
+    )
 
 
 @app.command()
 def api(
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    app_spec: AppOption = None,
 ) -> None:
     """Run the HTTP API (orders, sagas, admin, health). Assumes a migrated database."""
     from sagaway.runners.api import run_api
     from sagaway.tracing import tracing
 
-    settings = _settings("api")
+    settings = _settings("api", app_spec)
     with tracing("api"):
         run_api(settings, host=host, port=port)
 
 
 @app.command()
-def relay() -> None:
+def relay(app_spec: AppOption = None) -> None:
     """Run an outbox relay: publishes committed outbox rows to RabbitMQ."""
     from sagaway.runners.relay import run_relay
     from sagaway.tracing import tracing
 
-    settings = _settings("relay")
+    settings = _settings("relay", app_spec)
     with tracing("relay"):
         run_component(run_relay(settings))
 
 
 @app.command()
-def orchestrator() -> None:
+def orchestrator(app_spec: AppOption = None) -> None:
     """Run the saga orchestrator: consumes replies, sends the next commands, and wakes
     sagas whose deadline or retry backoff has passed."""
     from sagaway.runners.orchestrator import run_orchestrator
     from sagaway.tracing import tracing
 
-    settings = _settings("orchestrator")
+    settings = _settings("orchestrator", app_spec)
     with tracing("orchestrator"):
         run_component(run_orchestrator(settings))
 
 
 @app.command()
-def backend() -> None:
+def backend(app_spec: AppOption = None) -> None:
     """Run the relay, the orchestrator and every worker together in one process (what
     `sagaway up` does by default; each can still run alone as N instances)."""
     from sagaway.runners.backend import run_backend
     from sagaway.tracing import tracing
 
-    settings = _settings("backend")
+    settings = _settings("backend", app_spec)
     with tracing("backend"):
         run_component(run_backend(settings))
 
 
 @app.command()
 def worker(
-    participant: Annotated[Participant, typer.Argument(help="Which participant to run.")],
+    participant: Annotated[
+        str,
+        typer.Argument(
+            help="Which participant of the application to run (the order application has "
+            "inventory, payment and notification).",
+            show_default=False,
+        ),
+    ],
+    app_spec: AppOption = None,
 ) -> None:
-    """Run one participant service: inventory, payment or notification."""
+    """Run one participant of the application (for the order application: inventory,
+    payment or notification)."""
     from sagaway.runners.worker import run_worker
     from sagaway.tracing import tracing
 
-    settings = _settings(participant.value)
-    with tracing(participant.value):
-        run_component(run_worker(settings, participant.value))
+    settings = _settings(participant, app_spec)
+    names = application_or_exit(settings).participant_names
+    if participant not in names:
+        typer.echo(
+            f"error: the application has no participant {participant!r} "
+            f"(it has {', '.join(names)})",
+            err=True,
+        )
+        raise typer.Exit(2)
+    with tracing(participant):
+        run_component(run_worker(settings, participant))
 
 
 @app.command()
-def migrate() -> None:
-    """Create the database if missing and apply every migration (Alembic upgrade head)."""
+def migrate(app_spec: AppOption = None) -> None:
+    """Create the database if missing, apply sagaway's migrations and then the
+    application's own (Alembic upgrade head of each), and create the outbox and inbox
+    of every participant of the application."""
     from sagaway.migrate import migrate as do_migrate
 
-    asyncio.run(do_migrate(_settings("migrate")))
+    asyncio.run(do_migrate(_settings("migrate", app_spec)))
 
 
 @app.command()
-def seed() -> None:
-    """Add demo stock (SKU-1..SKU-5, 1000 each) and customers (c-1, c-2, c-42, c-poor)
-    where they are missing."""
+def seed(app_spec: AppOption = None) -> None:
+    """Add the application's demo data where it is missing (the order application: stock
+    SKU-1..SKU-5, 1000 each, and customers c-1, c-2, c-42, c-poor)."""
     from sagaway.seed import seed as do_seed
 
-    skus, customers = asyncio.run(do_seed(_settings("seed")))
-    typer.echo(f"seeded {skus} SKUs and {customers} customers (existing rows left as they were)")
+    settings = _settings("seed", app_spec)
+    said = asyncio.run(do_seed(settings, application_or_exit(settings)))
+    typer.echo(f"{said} (existing rows left as they were)")
 
 
 @app.command()
@@ -202,14 +229,18 @@ def asyncapi(
             writable=True,
         ),
     ] = None,
+    app_spec: AppOption = None,
 ) -> None:
-    """Print the AsyncAPI 3.0 document of sagaway's messages (commands, replies, envelope,
-    exchanges, queues and routing keys), generated from the code for this installation's
-    SAGAWAY_NAMESPACE and SAGAWAY_QUEUE_TYPE. The API serves the same at /asyncapi.json."""
-    from sagaway.asyncapi import render_asyncapi
+    """Print the AsyncAPI 3.0 document of the application's messages (commands, replies,
+    envelope, exchanges, queues and routing keys), generated from the code for this
+    installation's SAGAWAY_NAMESPACE and SAGAWAY_QUEUE_TYPE. The API serves the same at
+    /asyncapi.json."""
+    from sagaway.services.api.asyncapi import render_asyncapi
 
     # No logging set up: stdout carries the document alone, fit for a pipe.
-    document = render_asyncapi(Settings())
+    use_app(app_spec)
+    settings = Settings()
+    document = render_asyncapi(settings, application_or_exit(settings))
     if output is None:
         typer.echo(document, nl=False)
     else:

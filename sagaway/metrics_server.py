@@ -13,7 +13,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import structlog
 from prometheus_client import make_wsgi_app
 
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 
 log = structlog.get_logger(__name__)
 

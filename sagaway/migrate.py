@@ -1,18 +1,30 @@
-"""``sagaway migrate``: create the database if needed, then Alembic upgrade head."""
+"""``sagaway migrate``: create the database if needed, then Alembic upgrade head of
+sagaway's migrations and of the application's own, and the participants' outboxes.
+
+An application's migrations are ordinary Alembic revision files in a package of the
+team's (``SagaApp(migrations="trips.migrations")``). They run through sagaway's
+Alembic environment (its connection, its advisory lock) but keep a version history of
+their own, in the table ``alembic_version_<application name>``, so neither history
+ever sees the other's revisions.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import weakref
 from pathlib import Path
 
 import structlog
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from sagaway.database import create_engine, ensure_database
-from sagaway.settings import Settings, redact_url
+from sagaway.application_loader import load_application
+from sagaway.orchestrator.application import SagaApp
+from sagaway.outbox.database import create_engine, ensure_database
+from sagaway.outbox.settings import Settings, redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -26,8 +38,10 @@ def alembic_config() -> Config:
     return cfg
 
 
-async def migrate(settings: Settings) -> None:
-    """Bring the database to the newest schema; safe to run again and concurrently."""
+async def migrate(settings: Settings, application: SagaApp | None = None) -> None:
+    """Bring the database to the newest schema of sagaway and of ``application`` (by
+    default the one ``settings.app`` names); safe to run again and concurrently."""
+    application = application or load_application(settings.app)
     created = await ensure_database(settings.database_url)
     engine = create_engine(settings.database_url, pool_size=1)
     try:
@@ -36,12 +50,16 @@ async def migrate(settings: Settings) -> None:
         # in env.py serializes them.
         async with _process_lock(), engine.begin() as connection:
             await connection.run_sync(_upgrade)
+            await connection.run_sync(_participant_tables, application)
+            if application.migrations:
+                await connection.run_sync(_upgrade_application, application)
     finally:
         await engine.dispose()
     log.info(
         "database migrated",
         url=redact_url(settings.database_url),
         created=created,
+        application=application.name,
     )
 
 
@@ -60,5 +78,49 @@ def _process_lock() -> asyncio.Lock:
 
 def _upgrade(connection: Connection) -> None:
     cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")
+
+
+def _participant_tables(connection: Connection, application: SagaApp) -> None:
+    """Create the outbox and inbox of every participant that has none yet, with the
+    trigger that wakes the relay (what migration 0004 gives sagaway's own)."""
+    for participant in application.participants.values():
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{participant.schema}"'))
+        participant.outbox.create(connection, checkfirst=True)
+        participant.inbox.create(connection, checkfirst=True)
+        connection.execute(
+            text(
+                f'CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON "{participant.schema}".'
+                "outbox FOR EACH STATEMENT EXECUTE FUNCTION public.sagaway_outbox_notify()"
+            )
+        )
+
+
+def application_alembic_config(application: SagaApp) -> Config:
+    """The Alembic configuration of the application's own migrations.
+
+    Raises:
+        ValueError: the migrations package cannot be imported.
+    """
+    assert application.migrations is not None
+    try:
+        package = importlib.import_module(application.migrations)
+    except ModuleNotFoundError as exc:
+        raise ValueError(
+            f"application {application.name}: no migrations package {application.migrations!r}"
+        ) from exc
+    if package.__file__ is None:
+        raise ValueError(f"{application.migrations} is a namespace package: add __init__.py")
+    root = Path(package.__file__).parent
+    versions = root / "versions" if (root / "versions").is_dir() else root
+    cfg = alembic_config()
+    cfg.set_main_option("version_locations", str(versions))
+    cfg.attributes["version_table"] = f"alembic_version_{application.name}"
+    return cfg
+
+
+def _upgrade_application(connection: Connection, application: SagaApp) -> None:
+    cfg = application_alembic_config(application)
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")

@@ -17,15 +17,16 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaway.database import create_engine, session_factory
+from sagaway.cli_options import AppOption, application_or_exit, use_app
 from sagaway.logging import configure_logging
 from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
 from sagaway.orchestrator.repository import SagaRecord
 from sagaway.orchestrator.state import SagaStatus
 from sagaway.orchestrator.state_machine import InvalidRequest
+from sagaway.outbox.database import create_engine, session_factory
+from sagaway.outbox.settings import Settings
 from sagaway.services.ops.sagas import BadCursor, abort_saga, list_sagas, retry_saga
-from sagaway.settings import Settings
-from sagaway.wiring import build_engine
+from sagaway.wiring import application, build_engine
 
 sagas_app = typer.Typer(
     help="Inspect and repair sagas (list, show, retry, abort).", no_args_is_help=True
@@ -34,9 +35,8 @@ sagas_app = typer.Typer(
 T = TypeVar("T")
 
 
-def _run(work: Callable[[AsyncSession, SagaEngine], Awaitable[T]]) -> T:
-    settings = Settings()
-    configure_logging(level="WARNING", fmt=settings.log_format, component="cli")
+def _run(work: Callable[[AsyncSession, SagaEngine], Awaitable[T]], app_spec: str | None) -> T:
+    settings = _cli_settings(app_spec)
 
     async def main() -> T:
         db = create_engine(settings.database_url, pool_size=1)
@@ -47,6 +47,14 @@ def _run(work: Callable[[AsyncSession, SagaEngine], Awaitable[T]]) -> T:
             await db.dispose()
 
     return asyncio.run(main())
+
+
+def _cli_settings(app_spec: str | None) -> Settings:
+    use_app(app_spec)
+    settings = Settings()
+    configure_logging(level="WARNING", fmt=settings.log_format, component="cli")
+    application_or_exit(settings)
+    return settings
 
 
 def _actor() -> str:
@@ -86,6 +94,7 @@ def list_cmd(
     ] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.", min=1, max=500)] = 50,
     cursor: Annotated[str | None, typer.Option(help="Continue after a previous page.")] = None,
+    app_spec: AppOption = None,
 ) -> None:
     """List sagas newest first, one line each."""
 
@@ -105,11 +114,14 @@ def list_cmd(
         if page.next_cursor:
             typer.echo(f"more: --cursor {page.next_cursor}", err=True)
 
-    _run(work)
+    _run(work, app_spec)
 
 
 @sagas_app.command("show")
-def show_cmd(saga_id: Annotated[uuid.UUID, typer.Argument(help="The saga's id.")]) -> None:
+def show_cmd(
+    saga_id: Annotated[uuid.UUID, typer.Argument(help="The saga's id.")],
+    app_spec: AppOption = None,
+) -> None:
     """Show a saga, its steps and its whole history, as JSON."""
 
     async def work(session: AsyncSession, engine: SagaEngine) -> None:
@@ -124,13 +136,14 @@ def show_cmd(saga_id: Annotated[uuid.UUID, typer.Argument(help="The saga's id.")
         ]
         typer.echo(json.dumps(out, indent=2))
 
-    _run(work)
+    _run(work, app_spec)
 
 
 def _act(
     saga_id: uuid.UUID,
     action: Callable[[AsyncSession, SagaEngine, uuid.UUID], Awaitable[Any]],
     verb: str,
+    app_spec: str | None,
 ) -> None:
     async def work(session: AsyncSession, engine: SagaEngine) -> None:
         try:
@@ -144,31 +157,37 @@ def _act(
             raise typer.Exit(1) from None
         typer.echo(f"{saga_id} {state.status.value}")
 
-    _run(work)
+    _run(work, app_spec)
 
 
 @sagas_app.command("retry")
-def retry_cmd(saga_id: Annotated[uuid.UUID, typer.Argument(help="A FAILED saga's id.")]) -> None:
+def retry_cmd(
+    saga_id: Annotated[uuid.UUID, typer.Argument(help="A FAILED saga's id.")],
+    app_spec: AppOption = None,
+) -> None:
     """Resume a FAILED saga where it failed, with a fresh attempt budget."""
-    _act(saga_id, lambda s, e, i: retry_saga(s, e, i, actor=_actor()), "retry")
+    _act(saga_id, lambda s, e, i: retry_saga(s, e, i, actor=_actor()), "retry", app_spec)
 
 
 @sagas_app.command("abort")
-def abort_cmd(saga_id: Annotated[uuid.UUID, typer.Argument(help="A FAILED saga's id.")]) -> None:
+def abort_cmd(
+    saga_id: Annotated[uuid.UUID, typer.Argument(help="A FAILED saga's id.")],
+    app_spec: AppOption = None,
+) -> None:
     """Compensate a FAILED saga that has not passed its pivot; it ends COMPENSATED."""
-    _act(saga_id, lambda s, e, i: abort_saga(s, e, i, actor=_actor()), "abort")
+    _act(saga_id, lambda s, e, i: abort_saga(s, e, i, actor=_actor()), "abort", app_spec)
 
 
 def dead_letters_cmd(
     limit: Annotated[int, typer.Option(help="Messages shown per queue.", min=0, max=100)] = 20,
+    app_spec: AppOption = None,
 ) -> None:
     """List dead-lettered messages per queue, with why they died (they stay queued)."""
     from sagaway.outbox.amqp import connect
     from sagaway.outbox.dead_letters import peek
-    from sagaway.topology import build_topology
+    from sagaway.wiring import build_topology
 
-    settings = Settings()
-    configure_logging(level="WARNING", fmt=settings.log_format, component="cli")
+    settings = _cli_settings(app_spec)
     topology = build_topology(settings)
 
     async def main() -> None:
@@ -198,12 +217,13 @@ outbox_app = typer.Typer(help="Outbox messages the relay could not publish.", no
 @outbox_app.command("dead")
 def outbox_dead_cmd(
     limit: Annotated[int, typer.Option(help="At most this many per outbox.", min=1)] = 100,
+    app_spec: AppOption = None,
 ) -> None:
     """List outbox messages parked as dead, with their last error."""
     from sagaway.services.ops.outbox_admin import dead_rows
 
     async def work(session: AsyncSession, _: SagaEngine) -> None:
-        rows = await dead_rows(session, limit=limit)
+        rows = await dead_rows(session, application(Settings()).outbox_tables, limit=limit)
         for r in rows:
             typer.echo(
                 f"{r.outbox:<13} {r.message_id}  saga {r.saga_id}  {r.message_type}"
@@ -211,12 +231,13 @@ def outbox_dead_cmd(
             )
         typer.echo(f"{len(rows)} dead message(s)", err=True)
 
-    _run(work)
+    _run(work, app_spec)
 
 
 @outbox_app.command("retry")
 def outbox_retry_cmd(
     message_id: Annotated[uuid.UUID, typer.Argument(help="The dead message's id.")],
+    app_spec: AppOption = None,
 ) -> None:
     """Give a dead outbox message a fresh attempt budget; the relay sends it again."""
     from sagaway.services.ops.audit import record_action
@@ -224,7 +245,7 @@ def outbox_retry_cmd(
 
     async def work(session: AsyncSession, _: SagaEngine) -> None:
         async with session.begin():
-            outbox = await requeue_dead(session, message_id)
+            outbox = await requeue_dead(session, application(Settings()).outbox_tables, message_id)
             if outbox is None:
                 typer.echo(f"error: no dead outbox message {message_id}", err=True)
                 raise typer.Exit(1)
@@ -237,4 +258,4 @@ def outbox_retry_cmd(
             )
         typer.echo(f"{message_id} requeued in the {outbox} outbox")
 
-    _run(work)
+    _run(work, app_spec)

@@ -1,42 +1,19 @@
-"""``sagaway seed``: demo stock and customers, added only where missing."""
+"""``sagaway seed``: the application's demo data, added only where missing."""
 
 from __future__ import annotations
 
-from sqlalchemy.dialects.postgresql import insert
-
-from sagaway.database import create_engine
-from sagaway.services.inventory.tables import stock
-from sagaway.services.payment.tables import customers
-from sagaway.settings import Settings
-
-DEMO_STOCK = {f"SKU-{n}": 1000 for n in range(1, 6)}
-DEMO_CUSTOMERS = {"c-1": 100_000, "c-2": 100_000, "c-42": 100_000, "c-poor": 1_000}
+from sagaway.orchestrator.application import SagaApp
+from sagaway.outbox.database import create_engine
+from sagaway.outbox.settings import Settings
 
 
-async def seed(settings: Settings) -> tuple[int, int]:
-    """Insert demo rows that do not exist yet; returns (skus added, customers added).
-
-    Existing rows are left alone, so seeding again never rewrites stock that orders
-    have already reserved.
-    """
+async def seed(settings: Settings, application: SagaApp) -> str:
+    """Run the application's seeder in one transaction; says what it added."""
+    if application.seed is None:
+        return f"application {application.name} has no demo data to seed"
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with engine.begin() as conn:
-            skus = await conn.execute(
-                insert(stock)
-                .values([{"sku": s, "available": n, "reserved": 0} for s, n in DEMO_STOCK.items()])
-                .on_conflict_do_nothing(index_elements=[stock.c.sku])
-            )
-            custs = await conn.execute(
-                insert(customers)
-                .values(
-                    [
-                        {"customer_id": c, "credit_limit_cents": limit, "authorized_cents": 0}
-                        for c, limit in DEMO_CUSTOMERS.items()
-                    ]
-                )
-                .on_conflict_do_nothing(index_elements=[customers.c.customer_id])
-            )
-        return skus.rowcount, custs.rowcount
+            return await application.seed(conn)
     finally:
         await engine.dispose()

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -55,7 +56,12 @@ split layout uses, so a bench finds either layout at fixed addresses."""
 
 
 def components(
-    api_port: int, api_host: str, metrics_port_base: int = 0, *, split: bool = False
+    api_port: int,
+    api_host: str,
+    metrics_port_base: int = 0,
+    *,
+    split: bool = False,
+    participants: Sequence[str] = ("inventory", "payment", "notification"),
 ) -> list[Child]:
     """The processes of a full installation.
 
@@ -75,9 +81,7 @@ def components(
         api,
         Child("relay", ["relay"]),
         Child("orchestrator", ["orchestrator"]),
-        Child("inventory", ["worker", "inventory"]),
-        Child("payment", ["worker", "payment"]),
-        Child("notification", ["worker", "notification"]),
+        *(Child(p, ["worker", p]) for p in participants),
     ]
     if metrics_port_base:
         for offset, child in enumerate(children[1:], start=1):

@@ -10,12 +10,12 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from sagaway.database import create_engine, session_factory
 from sagaway.logging import configure_logging
 from sagaway.migrate import migrate
 from sagaway.outbox.amqp import declare
-from sagaway.settings import Settings
-from sagaway.topology import build_topology
+from sagaway.outbox.database import create_engine, session_factory
+from sagaway.outbox.settings import Settings
+from sagaway.wiring import build_topology
 from tests.private_postgres import PrivatePostgres
 from tests.rabbit_cluster import ClusterUnavailable, RabbitCluster
 from tests.support import delete_topology, drop_database, isolated_settings, new_run_id

@@ -19,12 +19,18 @@ from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from sagaway.settings import Settings
-from sagaway.topology import build_topology
+from sagaway.outbox.settings import Settings
+from sagaway.services.order_app import order_app
+from sagaway.wiring import build_topology
 
 T = TypeVar("T")
 
 ADMIN_TOKEN = "test-admin-token"
+
+# The built-in order application's tables and participants, as the tests use them.
+OUTBOX_TABLES = order_app.outbox_tables
+INBOX_TABLES = order_app.inbox_tables
+PARTICIPANTS = order_app.participant_names
 
 
 class ConditionTimeout(AssertionError):

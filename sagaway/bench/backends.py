@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from sagaway.database import raw_connect
+from sagaway.outbox.database import raw_connect
 
 _PIDS = """
 SELECT pid FROM pg_stat_activity

@@ -19,8 +19,8 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from sagaway.bench.growth import Kind, SeriesSpec
-from sagaway.database import raw_connect
 from sagaway.outbox.amqp import connect, message_count
+from sagaway.outbox.database import raw_connect
 
 _MIB = 1024 * 1024
 SAGA_STATUSES = ("RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED")

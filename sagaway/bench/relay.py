@@ -32,12 +32,12 @@ import aio_pika
 from sqlalchemy import MetaData, text
 
 from sagaway.bench.stats import LatencyStats, summarize
-from sagaway.database import create_engine, raw_connect
 from sagaway.migrate import migrate
 from sagaway.outbox.amqp import QueueSpec, Topology, connect, declare
+from sagaway.outbox.database import create_engine, raw_connect
 from sagaway.outbox.publisher import AioPikaPublisher, RawMessage
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.tables import outbox_table
-from sagaway.settings import Settings
 
 WINDOW = 500
 INSERTERS = 8

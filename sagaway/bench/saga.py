@@ -31,8 +31,8 @@ from sagaway.bench.workload import (
     Workload,
     WorkloadOptions,
 )
-from sagaway.database import create_engine, session_factory
-from sagaway.settings import Settings
+from sagaway.outbox.database import create_engine, session_factory
+from sagaway.outbox.settings import Settings
 
 if TYPE_CHECKING:
     from sagaway.bench.peer import PeerMode

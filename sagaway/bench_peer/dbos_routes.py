@@ -39,7 +39,7 @@ from sagaway.bench_peer.placing import (
 )
 from sagaway.bench_peer.rules import OrderData
 from sagaway.bench_peer.tables import orders
-from sagaway.services.orders.schemas import OrderRequest
+from sagaway.services.api.schemas import OrderRequest
 
 FAILED = "FAILED"
 RUNNING = "RUNNING"

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.bench_peer.rules import OrderData, OrderLine
 from sagaway.bench_peer.tables import customers, orders, stock
-from sagaway.services.orders.schemas import OrderRequest
+from sagaway.services.api.schemas import OrderRequest
 
 
 @dataclass(frozen=True, slots=True)

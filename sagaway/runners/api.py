@@ -7,14 +7,15 @@ import socket
 import uvicorn
 from fastapi import FastAPI
 
+from sagaway.outbox.settings import Settings
 from sagaway.runners.http_protocol import head_deadline_protocol
-from sagaway.services.orders.app import create_app, release_waiters
-from sagaway.settings import Settings
+from sagaway.services.api.app import create_app, release_waiters
+from sagaway.wiring import application
 
 
 def run_api(settings: Settings, *, host: str, port: int) -> None:
     """Serve until SIGTERM; uvicorn finishes in-flight requests before exiting."""
-    app = create_app(settings)
+    app = create_app(settings, application(settings))
     config = uvicorn.Config(
         app,
         host=host,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 
+from sagaway.outbox.settings import Settings
 from sagaway.runners.lifecycle import stop_on_signals
 from sagaway.runners.orchestrator import run_orchestrator
 from sagaway.runners.relay import run_relay
 from sagaway.runners.worker import run_worker
-from sagaway.settings import Settings
-from sagaway.topology import PARTICIPANTS
+from sagaway.wiring import application
 
 
 async def run_backend(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -32,5 +32,5 @@ async def run_backend(settings: Settings, *, stop: asyncio.Event | None = None) 
     await asyncio.gather(
         run_relay(settings, stop=stop),
         run_orchestrator(quiet, stop=stop),
-        *(run_worker(quiet, p, stop=stop) for p in PARTICIPANTS),
+        *(run_worker(quiet, p, stop=stop) for p in application(settings).participant_names),
     )

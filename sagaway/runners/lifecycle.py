@@ -13,17 +13,17 @@ from aio_pika.abc import AbstractChannel
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from sagaway.database import create_engine, session_factory
 from sagaway.metrics_server import Readiness, ReadyState
 from sagaway.outbox.amqp import connect, declare
 from sagaway.outbox.cluster_connection import ClusterConnection
+from sagaway.outbox.database import create_engine, session_factory
 from sagaway.outbox.errors import BrokerUnavailable
 from sagaway.outbox.handoff import Handoff
 from sagaway.outbox.health import Health
 from sagaway.outbox.publisher import AioPikaPublisher
+from sagaway.outbox.settings import Settings, redact_url
 from sagaway.probes import PROBE_TIMEOUT_S, database_problem
-from sagaway.settings import Settings, redact_url
-from sagaway.topology import build_topology
+from sagaway.wiring import build_topology
 
 log = structlog.get_logger(__name__)
 

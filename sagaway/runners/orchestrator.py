@@ -11,13 +11,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sagaway.metrics_server import serve_metrics
+from sagaway.orchestrator.application import Names
 from sagaway.orchestrator.engine import SagaEngine
+from sagaway.orchestrator.participants import ORCHESTRATOR
 from sagaway.outbox.consumer import Consumer
 from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.settings import Settings
 from sagaway.runners.lifecycle import handoff, readiness, resources, stop_on_signals
-from sagaway.settings import Settings
-from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, Names
-from sagaway.wiring import build_engine
+from sagaway.wiring import application, build_engine
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +35,7 @@ async def run_orchestrator(settings: Settings, *, stop: asyncio.Event | None = N
         serve_metrics(settings, readiness(res))
         consumer = Consumer(
             queue=Names(settings.namespace).queue(ORCHESTRATOR),
-            inbox=Inbox(INBOX_TABLES[ORCHESTRATOR], ORCHESTRATOR),
+            inbox=Inbox(application(settings).inbox_tables[ORCHESTRATOR], ORCHESTRATOR),
             handler=engine.handle_reply,
             prepare=engine.prepare_replies,
             sessions=res.sessions,

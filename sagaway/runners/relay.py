@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-from sagaway.database import raw_connect
 from sagaway.metrics_server import serve_metrics
+from sagaway.outbox.database import raw_connect
 from sagaway.outbox.health import Health
 from sagaway.outbox.janitor import Janitor, Retention
 from sagaway.outbox.publisher import AioPikaPublisher
 from sagaway.outbox.relay import Relay, RelayOptions
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.wakeup import Wakeup
 from sagaway.runners.lifecycle import readiness, resources, stop_on_signals
-from sagaway.settings import Settings
-from sagaway.topology import INBOX_TABLES, OUTBOX_TABLES
+from sagaway.wiring import application
 
 
 def relay_options(settings: Settings) -> RelayOptions:
@@ -42,7 +42,7 @@ async def run_relay(settings: Settings, *, stop: asyncio.Event | None = None) ->
         wakeup = Wakeup(partial(raw_connect, settings.database_url))
         relay = Relay(
             engine=res.db,
-            tables=list(OUTBOX_TABLES.values()),
+            tables=list(application(settings).outbox_tables.values()),
             publisher=AioPikaPublisher(
                 res.broker,
                 timeout_s=settings.publish_timeout_s,
@@ -54,8 +54,8 @@ async def run_relay(settings: Settings, *, stop: asyncio.Event | None = None) ->
         )
         janitor = Janitor(
             engine=res.db,
-            outboxes=list(OUTBOX_TABLES.values()),
-            inboxes=list(INBOX_TABLES.values()),
+            outboxes=list(application(settings).outbox_tables.values()),
+            inboxes=list(application(settings).inbox_tables.values()),
             retention=Retention(
                 outbox_s=settings.outbox_retention_s, inbox_s=settings.inbox_retention_s
             ),

@@ -1,4 +1,4 @@
-"""``sagaway worker {inventory,payment,notification}``: one participant."""
+"""``sagaway worker NAME``: one participant of the application."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from functools import partial
 
 import structlog
 
-from sagaway.database import raw_connect
 from sagaway.metrics_server import serve_metrics
+from sagaway.orchestrator.application import Names
 from sagaway.outbox.consumer import Consumer
+from sagaway.outbox.database import raw_connect
 from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.wakeup import Wakeup
 from sagaway.runners.lifecycle import handoff, readiness, resources, stop_on_signals
 from sagaway.services.ops.faults import FAULTS_CHANNEL, FaultFlags
-from sagaway.settings import Settings
-from sagaway.topology import INBOX_TABLES, Names
-from sagaway.wiring import build_participant
+from sagaway.wiring import application, build_dispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -28,12 +28,13 @@ async def run_worker(
     stop = stop or stop_on_signals()
     switches = Wakeup(partial(raw_connect, settings.database_url), channel=FAULTS_CHANNEL)
     flags = FaultFlags(switches)
-    handler = build_participant(participant, settings, outage=flags.in_outage)
+    handler = build_dispatcher(participant, settings, outage=flags.in_outage)
+    inbox_table = application(settings).inbox_tables[participant]
     async with resources(settings, name=f"sagaway-{participant}") as res:
         serve_metrics(settings, readiness(res))
         consumer = Consumer(
             queue=Names(settings.namespace).queue(participant),
-            inbox=Inbox(INBOX_TABLES[participant], participant),
+            inbox=Inbox(inbox_table, participant),
             handler=handler.handle,
             sessions=res.sessions,
             prefetch=settings.consumer_prefetch,

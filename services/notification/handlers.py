@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaway.orchestrator.state import Outcome
-from sagaway.outbox.envelope import Envelope
+from sagaway.orchestrator.participants import CommandContext, Participant, Reply, Succeeded
 from sagaway.services import contracts as c
-from sagaway.services.notification.tables import notifications
-from sagaway.services.participant import Answer, Route
+from sagaway.services.notification.tables import metadata, notifications
 
 _TEXTS = {
     "order_approved": "Your order {order_id} is approved.",
@@ -19,14 +15,19 @@ _TEXTS = {
 }
 
 
-async def notify(session: AsyncSession, envelope: Envelope, command: Any) -> Answer:
+notification = Participant(
+    "notification", description="Records the message for the customer.", metadata=metadata
+)
+
+
+@notification.handles(c.NotifyCustomer, replies=(c.CustomerNotified,))
+async def notify(session: AsyncSession, command: c.NotifyCustomer, ctx: CommandContext) -> Reply:
     """Record the customer's message (the delivery channel is out of scope)."""
-    assert isinstance(command, c.NotifyCustomer)
     text = _TEXTS[command.template].format(order_id=command.order_id, reason=command.reason)
     await session.execute(
         insert(notifications)
         .values(
-            saga_id=envelope.saga_id,
+            saga_id=ctx.saga_id,
             order_id=command.order_id,
             customer_id=command.customer_id,
             template=command.template,
@@ -34,7 +35,4 @@ async def notify(session: AsyncSession, envelope: Envelope, command: Any) -> Ans
         )
         .on_conflict_do_nothing(constraint="uq_notifications_saga_template")
     )
-    return Answer(c.CUSTOMER_NOTIFIED, Outcome.SUCCEEDED)
-
-
-ROUTES = {"NotifyCustomer": Route(c.NotifyCustomer, notify)}
+    return Succeeded(reply_type=c.CUSTOMER_NOTIFIED)

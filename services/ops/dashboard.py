@@ -15,7 +15,7 @@ import aio_pika
 from sqlalchemy import ColumnElement, Select, Table, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaway.orchestrator.definitions import DEFINITIONS
+from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.dsl import Action, Local, SagaDefinition
 from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
 from sagaway.orchestrator.queries import (
@@ -29,12 +29,11 @@ from sagaway.orchestrator.queries import (
 )
 from sagaway.orchestrator.repository import HistoryRow, SagaRecord
 from sagaway.orchestrator.state import Phase, SagaStatus
-from sagaway.outbox.amqp import connect
+from sagaway.outbox.amqp import Topology, connect
 from sagaway.outbox.dead_letters import peek
 from sagaway.outbox.errors import BrokerUnavailable
+from sagaway.outbox.settings import Settings
 from sagaway.services.ops.sagas import decode_cursor, encode_cursor
-from sagaway.settings import Settings
-from sagaway.topology import OUTBOX_TABLES, build_topology
 
 # Counts are exact up to here and estimated from the table's statistics beyond, so the
 # overview stays fast with millions of sagas.
@@ -102,7 +101,7 @@ class Overview:
     saga_types: list[str]
 
 
-async def overview(session: AsyncSession, settings: Settings) -> Overview:
+async def overview(session: AsyncSession, settings: Settings, app: SagaApp) -> Overview:
     """Counts by status, recent throughput, outbox backlog and dead letters."""
     now = await database_now(session)
     counts = await count_by_status(session, cap=COUNT_CAP)
@@ -117,9 +116,14 @@ async def overview(session: AsyncSession, settings: Settings) -> Overview:
         bucket = buckets.get(row.minute.astimezone(first.tzinfo))
         if bucket is not None:
             bucket[row.status] = bucket.get(row.status, 0) + row.count
-    backlog = [await _backlog(session, name, table, now) for name, table in OUTBOX_TABLES.items()]
+    backlog = [
+        await _backlog(session, name, table, now) for name, table in app.outbox_tables.items()
+    ]
     try:
-        letters: list[DeadLetterCount] | None = await dead_letter_counts(settings)
+        letters: list[DeadLetterCount] | None = await dead_letter_counts(
+            settings,
+            app.topology_for(settings),
+        )
         letters_error = None
     except BrokerUnavailable as exc:
         letters, letters_error = None, str(exc)
@@ -132,7 +136,7 @@ async def overview(session: AsyncSession, settings: Settings) -> Overview:
         outbox=backlog,
         dead_letters=letters,
         dead_letters_error=letters_error,
-        saga_types=sorted(DEFINITIONS),
+        saga_types=sorted(app.definitions),
     )
 
 
@@ -162,9 +166,8 @@ async def _count(session: AsyncSession, table: Table, where: ColumnElement[bool]
     return int((await session.execute(query)).scalar_one())
 
 
-async def dead_letter_counts(settings: Settings) -> list[DeadLetterCount]:
+async def dead_letter_counts(settings: Settings, topology: Topology) -> list[DeadLetterCount]:
     """How many messages each dead-letter queue holds; raises BrokerUnavailable."""
-    topology = build_topology(settings)
     names = [topology.dead_letter_queue(q.name) for q in topology.queues]
     try:
         connection = await asyncio.wait_for(

@@ -11,8 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.services.ops.tables import faults
 
-FAULTABLE = ("inventory", "payment", "notification")
-
 
 class FaultMode(StrEnum):
     """How a participant answers commands."""

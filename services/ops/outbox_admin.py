@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from sagaway.topology import OUTBOX_TABLES
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +27,13 @@ class DeadRow:
     dead_at: datetime
 
 
-async def dead_rows(session: AsyncSession, *, limit: int) -> list[DeadRow]:
-    """Dead rows of every outbox, oldest first, at most ``limit`` per outbox."""
+async def dead_rows(
+    session: AsyncSession, outboxes: Mapping[str, Table], *, limit: int
+) -> list[DeadRow]:
+    """Dead rows of every outbox (name → table), oldest first, at most ``limit`` per
+    outbox."""
     found: list[DeadRow] = []
-    for name, table in OUTBOX_TABLES.items():
+    for name, table in outboxes.items():
         rows = await session.execute(
             select(table)
             .where(table.c.dead_at.is_not(None), table.c.published_at.is_(None))
@@ -56,10 +58,12 @@ async def dead_rows(session: AsyncSession, *, limit: int) -> list[DeadRow]:
     return found
 
 
-async def requeue_dead(session: AsyncSession, message_id: uuid.UUID) -> str | None:
+async def requeue_dead(
+    session: AsyncSession, outboxes: Mapping[str, Table], message_id: uuid.UUID
+) -> str | None:
     """Give a dead row a fresh attempt budget; returns its outbox, or None if no dead
     row has that id. The relay picks it up at its next pass, in its saga's order."""
-    for name, table in OUTBOX_TABLES.items():
+    for name, table in outboxes.items():
         if await _requeue(session, table, message_id):
             return name
     return None

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaway.orchestrator.definitions import ORDER_FULFILLMENT
 from sagaway.orchestrator.engine import SagaEngine
 from sagaway.outbox.deferred import defer_guard, defer_insert, flush_deferred, guard_won
-from sagaway.services.orders.schemas import OrderRequest
+from sagaway.services.api.schemas import OrderRequest
+from sagaway.services.orders.saga import ORDER_FULFILLMENT
 from sagaway.services.orders.tables import idempotency_keys, orders
 
 

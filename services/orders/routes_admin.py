@@ -6,23 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
 
-from sagaway.services.contracts import SKU_PATTERN
-from sagaway.services.inventory import stock
-from sagaway.services.ops.audit import record_action
-from sagaway.services.orders.dependencies import AdminDep, SessionDep
-from sagaway.services.orders.responses import (
+from sagaway.services.api.dependencies import AdminDep, SessionDep
+from sagaway.services.api.responses import (
     BODY_ERRORS,
     UNAUTHORIZED,
     UNAVAILABLE,
     invalid,
     problem,
 )
-from sagaway.services.orders.schemas import (
+from sagaway.services.api.schemas import (
     CustomerUpdate,
     CustomerView,
     InventoryUpdate,
     InventoryView,
 )
+from sagaway.services.contracts import SKU_PATTERN
+from sagaway.services.inventory import stock
+from sagaway.services.ops.audit import record_action
 from sagaway.services.payment import credit
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE})

@@ -9,14 +9,14 @@ import structlog
 from fastapi import APIRouter, Header, HTTPException, Response
 from sqlalchemy import select
 
-from sagaway.services.orders.dependencies import (
+from sagaway.services.api.dependencies import (
     EngineDep,
     OneStatementSessionDep,
     ReadSessionsDep,
 )
+from sagaway.services.api.responses import BODY_ERRORS, UNAVAILABLE, invalid, not_a_uuid, problem
+from sagaway.services.api.schemas import OrderAccepted, OrderRequest, OrderView
 from sagaway.services.orders.placing import IdempotencyKeyReused, place_order
-from sagaway.services.orders.responses import BODY_ERRORS, UNAVAILABLE, invalid, not_a_uuid, problem
-from sagaway.services.orders.schemas import OrderAccepted, OrderRequest, OrderView
 from sagaway.services.orders.tables import orders
 
 log = structlog.get_logger(__name__)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 from tests.e2e.span_receiver import SpanReceiver
 from tests.support import ADMIN_TOKEN, free_port, wait_for
 

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from sagaway.database import create_engine, session_factory
-from sagaway.settings import Settings
+from sagaway.outbox.database import create_engine, session_factory
+from sagaway.outbox.settings import Settings
 from tests.e2e.conftest import System
 from tests.support import delete_topology, drop_database, free_port, wait_for
 

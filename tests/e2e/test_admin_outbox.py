@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sagaway.orchestrator.application import Names
 from sagaway.orchestrator.tables import outbox
 from sagaway.outbox.envelope import Envelope
-from sagaway.topology import Names
 from tests.e2e.conftest import System
 from tests.support import wait_for
 

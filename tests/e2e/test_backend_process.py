@@ -24,10 +24,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sagaway.migrate import migrate
+from sagaway.orchestrator.application import Names
+from sagaway.orchestrator.participants import ORCHESTRATOR
 from sagaway.orchestrator.tables import sagas
 from sagaway.outbox.broker_nodes import node_address
 from sagaway.supervisor import BACKEND_PORT_OFFSET, GRACE_S
-from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, Names
 from tests.e2e.conftest import LOGS
 from tests.e2e.installation import (
     START_S,
@@ -46,7 +47,7 @@ from tests.e2e.installation import (
     until_ready,
 )
 from tests.e2e.invariants import assert_invariants
-from tests.support import free_port, isolated_settings, new_run_id, wait_for
+from tests.support import PARTICIPANTS, free_port, isolated_settings, new_run_id, wait_for
 
 
 @pytest.fixture

@@ -27,15 +27,16 @@ from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sagaway.orchestrator.application import Names
+from sagaway.orchestrator.participants import ORCHESTRATOR
 from sagaway.orchestrator.tables import inbox as orchestrator_inbox
 from sagaway.orchestrator.tables import saga_events, sagas
 from sagaway.outbox.amqp import Topology
 from sagaway.outbox.envelope import Envelope
+from sagaway.outbox.settings import Settings
 from sagaway.services.ops.tables import admin_actions
 from sagaway.services.payment.tables import inbox as payment_inbox
 from sagaway.services.payment.tables import outbox as payment_outbox
-from sagaway.settings import Settings
-from sagaway.topology import ORCHESTRATOR, Names
 from tests.e2e.conftest import LOGS, System
 from tests.e2e.invariants import assert_invariants
 from tests.support import wait_for

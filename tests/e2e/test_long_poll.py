@@ -14,7 +14,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client.parser import text_string_to_metric_families
 
-from sagaway.topology import Names
+from sagaway.orchestrator.application import Names
 from tests.e2e.conftest import System
 from tests.support import wait_for
 

@@ -40,7 +40,7 @@ from sagaway.orchestrator.tables import sagas
 from sagaway.outbox.amqp import message_count
 from sagaway.services.orders.tables import idempotency_keys, orders
 from sagaway.supervisor import BACKEND_PORT_OFFSET
-from sagaway.topology import OUTBOX_TABLES, build_topology
+from sagaway.wiring import build_topology
 from tests.e2e.conftest import LOGS
 from tests.e2e.installation import (
     START_S,
@@ -58,7 +58,7 @@ from tests.e2e.installation import (
 )
 from tests.e2e.invariants import assert_invariants
 from tests.private_postgres import PrivatePostgres
-from tests.support import free_port, isolated_settings, new_run_id, wait_for
+from tests.support import OUTBOX_TABLES, free_port, isolated_settings, new_run_id, wait_for
 
 Sessions = async_sessionmaker[AsyncSession]
 

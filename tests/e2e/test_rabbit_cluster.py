@@ -25,19 +25,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sagaway.bench.invariants import find_problems
 from sagaway.bench.workload import BenchTally, RunScope, Workload, WorkloadOptions
-from sagaway.database import create_engine, session_factory
 from sagaway.migrate import migrate
 from sagaway.orchestrator.tables import sagas
 from sagaway.outbox.amqp import declare, message_count
 from sagaway.outbox.cluster_connection import ClusterConnection
+from sagaway.outbox.database import create_engine, session_factory
 from sagaway.outbox.errors import BrokerUnavailable
 from sagaway.outbox.publisher import AioPikaPublisher, PublishResult, RawMessage
-from sagaway.settings import Settings
-from sagaway.topology import OUTBOX_TABLES, build_topology
+from sagaway.outbox.settings import Settings
+from sagaway.wiring import build_topology
 from tests.e2e.conftest import System
 from tests.rabbit_cluster import RabbitCluster, RabbitNode
 from tests.support import (
     ADMIN_TOKEN,
+    OUTBOX_TABLES,
     drop_database,
     free_port,
     isolated_settings,

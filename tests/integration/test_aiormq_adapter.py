@@ -29,7 +29,7 @@ from sagaway.outbox.aiormq_adapter import (
     Publication,
     check_internals,
 )
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 from tests.support import wait_for
 
 ROUTING_KEY = "adapter-test"

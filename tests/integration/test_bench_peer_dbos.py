@@ -15,7 +15,7 @@ from sagaway.bench_peer.databases import PeerDatabases, connect
 from sagaway.bench_peer.invariants import check_dbos_invariants
 from sagaway.bench_peer.server import start_dbos_peer
 from sagaway.bench_peer.tuning import PeerTuning, Style
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 from tests.support import free_port
 
 

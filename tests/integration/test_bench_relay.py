@@ -10,7 +10,7 @@ import sys
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 
 FIGURE = r"\s+(\d+) msgs/s"
 

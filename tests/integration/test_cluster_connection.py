@@ -21,7 +21,7 @@ from sagaway.outbox.amqp import connect
 from sagaway.outbox.broker_nodes import node_address
 from sagaway.outbox.cluster_connection import ClusterConnection, check_internals
 from sagaway.outbox.errors import BrokerUnavailable
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 from tests.support import free_port, wait_for
 from tests.tcp_proxy import TcpProxy
 

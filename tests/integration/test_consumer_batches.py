@@ -29,16 +29,16 @@ from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from sagaway.database import create_engine, session_factory
 from sagaway.orchestrator.tables import inbox as inbox_table
 from sagaway.orchestrator.tables import outbox
 from sagaway.outbox.amqp import QueueSpec, Topology, declare, message_count
 from sagaway.outbox.consumer import Consumer, Dropped
+from sagaway.outbox.database import create_engine, session_factory
 from sagaway.outbox.envelope import Envelope, OutgoingMessage
 from sagaway.outbox.errors import Unprocessable
 from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.writer import OutboxWriter
-from sagaway.settings import Settings
 from tests.support import captured_log_events, metric, take_dead_letters, wait_for
 
 LIMIT = 3

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sagaway.database import create_engine, raw_connect
+from sagaway.outbox.database import create_engine, raw_connect
 from sagaway.outbox.wakeup import Wakeup
-from sagaway.services.orders.saga_watch import SagaEndWatcher
+from sagaway.services.api.saga_watch import SagaEndWatcher
 from tests.private_postgres import PrivatePostgres
 from tests.support import wait_for
 

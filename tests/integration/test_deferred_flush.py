@@ -23,20 +23,20 @@ from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from sagaway.database import create_engine, session_factory
 from sagaway.orchestrator.dsl import Action, Local, RetryPolicy, SagaDefinition, Step
 from sagaway.orchestrator.engine import LocalResult, Routing, SagaContext, SagaEngine
 from sagaway.orchestrator.repository import HistoryEntry, SagaRecord, SagaRepository
 from sagaway.orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
 from sagaway.orchestrator.tables import outbox, saga_events, sagas
 from sagaway.outbox import deferred
+from sagaway.outbox.database import create_engine, session_factory
 from sagaway.outbox.deferred import defer_insert, defer_update, flush_deferred
 from sagaway.outbox.envelope import Envelope, OutgoingMessage
 from sagaway.outbox.handoff import Handoff
 from sagaway.outbox.publisher import PublishResult, RawMessage
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.writer import OutboxWriter
 from sagaway.services.orders.tables import idempotency_keys, orders
-from sagaway.settings import Settings
 
 writer = OutboxWriter(outbox)
 repo = SagaRepository()

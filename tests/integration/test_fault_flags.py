@@ -19,12 +19,12 @@ from sqlalchemy import delete, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from sagaway.database import create_engine, raw_connect, session_factory
+from sagaway.outbox.database import create_engine, raw_connect, session_factory
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.transient import is_transient
 from sagaway.outbox.wakeup import Wakeup
 from sagaway.services.ops.faults import FAULTS_CHANNEL, FaultFlags, FaultMode, set_mode
 from sagaway.services.ops.tables import faults
-from sagaway.settings import Settings
 from tests.support import wait_for
 
 

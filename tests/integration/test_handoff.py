@@ -29,24 +29,25 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from sqlalchemy import Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from sagaway.database import raw_connect
+from sagaway.orchestrator.application import Names
+from sagaway.orchestrator.participants import ORCHESTRATOR
 from sagaway.orchestrator.tables import outbox
 from sagaway.outbox.amqp import connect, message_count
 from sagaway.outbox.consumer import Consumer
+from sagaway.outbox.database import raw_connect
 from sagaway.outbox.deferred import flush_deferred
 from sagaway.outbox.envelope import Envelope, OutgoingMessage
 from sagaway.outbox.handoff import Handoff, HandoffBatch
 from sagaway.outbox.inbox import Inbox
 from sagaway.outbox.publisher import AioPikaPublisher
 from sagaway.outbox.relay import Relay, RelayOptions
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.wakeup import CHANNEL
 from sagaway.outbox.writer import OutboxWriter
 from sagaway.services import contracts as c
-from sagaway.settings import Settings
-from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, OUTBOX_TABLES, Names
-from sagaway.wiring import build_participant
+from sagaway.wiring import build_dispatcher
 from tests.integration.test_outbox_relay import Target, message, relay, take, write
-from tests.support import wait_for
+from tests.support import INBOX_TABLES, OUTBOX_TABLES, wait_for
 
 pytest_plugins = ["tests.integration.test_outbox_relay"]
 
@@ -464,7 +465,7 @@ async def test_a_participant_with_handoff_replies_with_no_relay_running(
     consumer = Consumer(
         queue=names.queue(participant),
         inbox=Inbox(INBOX_TABLES[participant], participant),
-        handler=build_participant(participant, settings).handle,
+        handler=build_dispatcher(participant, settings).handle,
         sessions=sessions,
         prefetch=10,
         handoff=handoff,

@@ -13,10 +13,10 @@ from sagaway.orchestrator.engine import SagaEngine
 from sagaway.orchestrator.tables import outbox, sagas
 from sagaway.outbox.deferred import flush_deferred
 from sagaway.outbox.envelope import Envelope
+from sagaway.outbox.settings import Settings
+from sagaway.services.api.schemas import OrderItem, OrderRequest
 from sagaway.services.orders.placing import IdempotencyKeyReused, PlacedOrder, place_order
-from sagaway.services.orders.schemas import OrderItem, OrderRequest
 from sagaway.services.orders.tables import idempotency_keys, orders
-from sagaway.settings import Settings
 from sagaway.wiring import build_engine
 
 

@@ -23,16 +23,16 @@ from aio_pika.abc import (
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sagaway.orchestrator.application import Names
 from sagaway.outbox.amqp import Topology, message_count
 from sagaway.outbox.consumer import Consumer, Handler
 from sagaway.outbox.envelope import Envelope
 from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.settings import Settings
 from sagaway.services import contracts as c
 from sagaway.services.inventory.stock import StockLevel, get_level, set_available
-from sagaway.settings import Settings
-from sagaway.topology import INBOX_TABLES, OUTBOX_TABLES, Names
-from sagaway.wiring import build_participant
-from tests.support import wait_for
+from sagaway.wiring import build_dispatcher
+from tests.support import INBOX_TABLES, OUTBOX_TABLES, wait_for
 
 PARTICIPANT = "inventory"
 STOCK = 10
@@ -116,7 +116,7 @@ class Harness:
         consumer = ObservedConsumer(
             queue=self.queue,
             inbox=Inbox(inbox_table, PARTICIPANT),
-            handler=build_participant(PARTICIPANT, self.settings).handle,
+            handler=build_dispatcher(PARTICIPANT, self.settings).handle,
             sessions=self.sessions,
             prefetch=self.settings.consumer_prefetch,
         )
@@ -342,7 +342,7 @@ async def test_a_message_whose_channel_closed_before_the_ack_is_applied_once(
     consumer = Consumer(
         queue=harness.queue,
         inbox=Inbox(inbox_table, PARTICIPANT),
-        handler=build_participant(PARTICIPANT, harness.settings).handle,
+        handler=build_dispatcher(PARTICIPANT, harness.settings).handle,
         sessions=sessions,
         prefetch=1,
     )

@@ -17,10 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sagaway.database import create_engine, ensure_database
 from sagaway.migrate import migrate
 from sagaway.migrations.models import ALL_METADATA, SCHEMAS
-from sagaway.settings import Settings
+from sagaway.outbox.database import create_engine, ensure_database
+from sagaway.outbox.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -33,8 +33,8 @@ from sagaway.outbox.envelope import Envelope, OutgoingMessage
 from sagaway.outbox.errors import BrokerUnavailable
 from sagaway.outbox.publisher import AioPikaPublisher, Publisher, PublishResult, RawMessage
 from sagaway.outbox.relay import Relay, RelayOptions
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.writer import OutboxWriter
-from sagaway.settings import Settings
 from tests.support import wait_for
 
 ROUTING_KEY = "relay-test"

@@ -30,23 +30,26 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sagaway.bench.invariants import find_problems
-from sagaway.database import create_engine, session_factory
 from sagaway.migrate import migrate
+from sagaway.orchestrator.application import Names
+from sagaway.orchestrator.participants import ORCHESTRATOR
 from sagaway.orchestrator.tables import FINISHED_SQL, saga_events, sagas
 from sagaway.orchestrator.tables import inbox as inbox_table
 from sagaway.outbox.amqp import QueueSpec, Topology, declare, message_count
 from sagaway.outbox.consumer import Consumer
+from sagaway.outbox.database import create_engine, session_factory
 from sagaway.outbox.envelope import Envelope
 from sagaway.outbox.inbox import Inbox
+from sagaway.outbox.settings import Settings
 from sagaway.runners.backend import run_backend
+from sagaway.services.api.schemas import OrderItem, OrderRequest
 from sagaway.services.inventory.stock import set_available
 from sagaway.services.orders.placing import place_order
-from sagaway.services.orders.schemas import OrderItem, OrderRequest
 from sagaway.services.payment.credit import set_limit
-from sagaway.settings import Settings
-from sagaway.topology import INBOX_TABLES, ORCHESTRATOR, OUTBOX_TABLES, Names, build_topology
-from sagaway.wiring import build_engine
+from sagaway.wiring import build_engine, build_topology
 from tests.support import (
+    INBOX_TABLES,
+    OUTBOX_TABLES,
     captured_log_events,
     delete_topology,
     drop_database,

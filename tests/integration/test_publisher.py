@@ -11,7 +11,7 @@ import aio_pika
 from sagaway.outbox.amqp import connect
 from sagaway.outbox.errors import BrokerUnavailable, PublishFailed
 from sagaway.outbox.publisher import AioPikaPublisher, RawMessage
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 from tests.integration.test_outbox_relay import ROUTING_KEY, Target, take
 from tests.support import wait_for
 

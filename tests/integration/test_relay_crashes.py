@@ -33,13 +33,13 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from sagaway.database import create_engine, session_factory
 from sagaway.migrate import migrate
 from sagaway.orchestrator.tables import outbox
 from sagaway.outbox.amqp import QueueSpec, Topology, declare, message_count
+from sagaway.outbox.database import create_engine, session_factory
 from sagaway.outbox.envelope import Envelope, OutgoingMessage
+from sagaway.outbox.settings import Settings
 from sagaway.outbox.writer import OutboxWriter
-from sagaway.settings import Settings
 from tests.private_postgres import PrivatePostgres
 from tests.rabbit_cluster import RabbitCluster, RabbitNode
 from tests.support import drop_database, free_port, wait_for

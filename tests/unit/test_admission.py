@@ -11,8 +11,8 @@ import pytest
 from sagaway.outbox.admission import MAX_LOGGED_CHARS, Refusal, admit, clip
 from sagaway.outbox.envelope import Envelope
 from sagaway.outbox.errors import Unprocessable
-from sagaway.settings import Settings
-from sagaway.wiring import build_engine, build_participant
+from sagaway.outbox.settings import Settings
+from sagaway.wiring import build_dispatcher, build_engine
 
 SECRET = "s3cret-in-the-payload"
 LIMIT = 4096
@@ -110,7 +110,7 @@ def _reason(screen: object, envelope: Envelope) -> str:
 
 
 def test_a_participant_screens_out_what_it_has_no_handler_or_model_for() -> None:
-    inventory = build_participant("inventory", Settings())
+    inventory = build_dispatcher("inventory", Settings())
     order_id = str(uuid.uuid4())
     inventory.screen(_envelope(order_id=order_id, items=[{"sku": "SKU-1", "quantity": 1}]))
     assert _reason(inventory.screen, _envelope("AuthorizePayment")) == "unknown_type"

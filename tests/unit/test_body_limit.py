@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from sagaway.services.orders.body_limit import BodyLimitMiddleware
+from sagaway.services.api.body_limit import BodyLimitMiddleware
 
 LIMIT = 1024
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from sagaway.asyncapi import build_asyncapi
 from sagaway.metrics_server import ReadyState, _app
 from sagaway.outbox.broker_nodes import InvalidBrokerUrl, node_address, parse_nodes, virtual_host
-from sagaway.settings import Settings, redact_url
+from sagaway.outbox.settings import Settings, redact_url
+from sagaway.services.api.asyncapi import build_asyncapi
 
 THREE = (
     "amqp://app:s3cret@10.0.0.1:5672/shop, amqp://app:s3cret@10.0.0.2/shop,"

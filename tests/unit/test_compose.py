@@ -24,7 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sagaway.cli import app
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
 
 pytestmark = pytest.mark.unit
 

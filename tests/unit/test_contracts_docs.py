@@ -25,25 +25,28 @@ from aio_pika.abc import AbstractChannel
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter
+from sagaway.orchestrator.definitions import DEFINITIONS
+from sagaway.services.participant import Participant, Route
 from typer.testing import CliRunner
 
-from sagaway.asyncapi import SCHEMA_REF, build_asyncapi
 from sagaway.cli import app as cli
-from sagaway.orchestrator.definitions import DEFINITIONS
+from sagaway.orchestrator.application import Names
 from sagaway.orchestrator.dsl import Action
+from sagaway.orchestrator.participants import ORCHESTRATOR
 from sagaway.orchestrator.protocol import make_reply
 from sagaway.orchestrator.state import Outcome
 from sagaway.outbox.amqp import Topology, declare
 from sagaway.outbox.envelope import Envelope
+from sagaway.outbox.settings import Settings
 from sagaway.services import contracts
+from sagaway.services.api.app import create_app
+from sagaway.services.api.asyncapi import SCHEMA_REF, build_asyncapi
 from sagaway.services.inventory import handlers as inventory
 from sagaway.services.notification import handlers as notification
 from sagaway.services.orders import schemas
-from sagaway.services.orders.app import create_app
-from sagaway.services.participant import Participant, Route
 from sagaway.services.payment.handlers import PaymentHandlers
-from sagaway.settings import Settings
-from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, Names, build_topology
+from sagaway.wiring import build_topology
+from tests.support import PARTICIPANTS
 
 pytestmark = pytest.mark.unit
 
@@ -68,6 +71,8 @@ REPLY_TYPES = {
     "CommandFailed",
 }
 COMPONENT_KEY = re.compile(r"^[a-zA-Z0-9.\-_]+$")
+
+DEFINITIONS = order_app.definitions
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from sagaway.services.orders.unavailable import DatabaseUnavailableMiddleware
+from sagaway.services.api.unavailable import DatabaseUnavailableMiddleware
 
 
 class _Lost(Exception):

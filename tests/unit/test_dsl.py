@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from sagaway.orchestrator.definitions import DEFINITIONS, ORDER_FULFILLMENT
 from sagaway.orchestrator.dsl import (
     Action,
     DefinitionError,
@@ -20,6 +19,10 @@ from sagaway.orchestrator.dsl import (
     Step,
 )
 from sagaway.services import contracts as c
+from sagaway.services.order_app import order_app
+from sagaway.services.orders.saga import ORDER_FULFILLMENT
+
+DEFINITIONS = order_app.definitions
 
 
 def _payload(data: Mapping[str, Any]) -> dict[str, Any]:

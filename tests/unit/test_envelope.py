@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from sagaway.outbox.envelope import Envelope
-from sagaway.settings import redact_url
+from sagaway.outbox.settings import redact_url
 
 
 def _envelope() -> Envelope:

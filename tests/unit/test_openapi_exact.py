@@ -17,16 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sagaway.services.ops.sagas import CURSOR_PATTERN, BadCursor, decode_cursor, encode_cursor
-from sagaway.services.orders.app import create_app
-from sagaway.services.orders.method_not_allowed import allowed_methods
-from sagaway.services.orders.schemas import (
+from sagaway.outbox.settings import Settings
+from sagaway.services.api.app import create_app
+from sagaway.services.api.method_not_allowed import allowed_methods
+from sagaway.services.api.schemas import (
     CURSOR_EXAMPLE,
     CustomerUpdate,
     InventoryUpdate,
     OrderItem,
 )
-from sagaway.settings import Settings
+from sagaway.services.ops.sagas import CURSOR_PATTERN, BadCursor, decode_cursor, encode_cursor
 
 pytestmark = pytest.mark.unit
 

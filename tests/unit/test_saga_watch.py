@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sagaway.services.orders.saga_watch import CHANNEL, SagaEndWatcher
+from sagaway.services.api.saga_watch import CHANNEL, SagaEndWatcher
 from tests.support import wait_for
 
 pytestmark = pytest.mark.unit

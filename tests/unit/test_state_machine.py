@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sagaway.orchestrator.definitions import ORDER_FULFILLMENT
 from sagaway.orchestrator.dsl import Local, RetryPolicy
 from sagaway.orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
 from sagaway.orchestrator.state_machine import (
@@ -23,6 +22,7 @@ from sagaway.orchestrator.state_machine import (
     Transition,
     WokeUp,
 )
+from sagaway.services.orders.saga import ORDER_FULFILLMENT
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DEFAULTS = RetryPolicy(max_attempts=3, initial_interval_s=1, max_interval_s=30, timeout_s=10)

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sagaway.logging import _add_trace_ids
-from sagaway.services.orders.tracing_middleware import TracingMiddleware
+from sagaway.services.api.tracing_middleware import TracingMiddleware
 from sagaway.tracing import build_provider, configure_tracing, extract, inject
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

@@ -1,4 +1,5 @@
-"""The HTTP API: orders, sagas, admin and health, in one FastAPI application."""
+"""The HTTP API: sagas, admin, dashboard, health and contracts, plus the routes the
+saga application adds (the order application adds ``/orders``)."""
 
 from __future__ import annotations
 
@@ -13,36 +14,37 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
 import sagaway
-from sagaway.database import create_engine, raw_connect, session_factory
-from sagaway.services.orders import (
-    routes_admin,
+from sagaway.orchestrator.application import SagaApp
+from sagaway.outbox.database import create_engine, raw_connect, session_factory
+from sagaway.outbox.settings import Settings
+from sagaway.services.api import (
     routes_admin_outbox,
     routes_admin_sagas,
     routes_contracts,
     routes_dashboard,
     routes_health,
-    routes_orders,
     routes_sagas,
 )
-from sagaway.services.orders.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
-from sagaway.services.orders.method_not_allowed import method_not_allowed
-from sagaway.services.orders.request_log import RequestLogMiddleware
-from sagaway.services.orders.saga_watch import SagaEndWatcher
-from sagaway.services.orders.tracing_middleware import TracingMiddleware
-from sagaway.services.orders.unavailable import DatabaseUnavailableMiddleware
-from sagaway.settings import Settings
-from sagaway.wiring import build_engine
+from sagaway.services.api.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
+from sagaway.services.api.method_not_allowed import method_not_allowed
+from sagaway.services.api.request_log import RequestLogMiddleware
+from sagaway.services.api.routes_faults import faults_router
+from sagaway.services.api.saga_watch import SagaEndWatcher
+from sagaway.services.api.tracing_middleware import TracingMiddleware
+from sagaway.services.api.unavailable import DatabaseUnavailableMiddleware
 
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the API for ``settings``; resources open in the lifespan, not at import."""
+def create_app(settings: Settings, application: SagaApp) -> FastAPI:
+    """Build the API of ``application`` for ``settings``; resources open in the lifespan,
+    not at import."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.settings = settings
+        app.state.application = application
         app.state.db_engine = db
         app.state.sessions = session_factory(db)
         # A status read, or placing an order, is one statement: in autocommit it is one
@@ -50,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.autocommit_sessions = session_factory(
             db.execution_options(isolation_level="AUTOCOMMIT")
         )
-        app.state.saga_engine = build_engine(settings)
+        app.state.saga_engine = application.saga_engine(settings)
         # One LISTEN connection per process wakes every long poll of GET /sagas/{id}.
         watcher = SagaEndWatcher(partial(raw_connect, settings.database_url))
         app.state.saga_watcher = watcher
@@ -72,10 +74,11 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Saga orchestrator with a transactional outbox",
         lifespan=lifespan,
     )
-    app.include_router(routes_orders.router)
+    for router in application.routers:
+        app.include_router(router)
     app.include_router(routes_sagas.router)
-    app.include_router(routes_admin.router)
     app.include_router(routes_admin_sagas.router)
+    app.include_router(faults_router(application.participant_names))
     app.include_router(routes_admin_outbox.router)
     app.include_router(routes_dashboard.router)
     app.mount("/ui", routes_dashboard.ui_files(), name="ui")

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from sagaway.asyncapi import build_asyncapi
-from sagaway.services.orders.dependencies import SettingsDep
+from sagaway.services.api.asyncapi import build_asyncapi
+from sagaway.services.api.dependencies import ApplicationDep, SettingsDep
 
 router = APIRouter(tags=["contracts"])
 
@@ -41,7 +41,7 @@ _EXAMPLE: dict[str, Any] = {
         }
     },
 )
-async def get_asyncapi(settings: SettingsDep) -> dict[str, Any]:
+async def get_asyncapi(settings: SettingsDep, app: ApplicationDep) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the commands and replies this installation exchanges
     over RabbitMQ: envelope and payload schemas, exchanges, queues and routing keys."""
-    return build_asyncapi(settings)
+    return build_asyncapi(settings, app)

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
         env_prefix="SAGAWAY_", extra="ignore", hide_input_in_errors=True
     )
 
+    # The saga application to run, as ``module:attribute`` (``--app`` on every command).
+    app: str = Field(
+        default="sagaway.services.order_app:order_app",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+    )
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/sagaway"
     # One node's URL, or the nodes of one RabbitMQ cluster separated by commas.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"

@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 from pydantic.config import JsonDict
 
-from sagaway.services.orders.schemas import CURSOR_EXAMPLE, HistoryItem, SagaView
+from sagaway.services.api.schemas import CURSOR_EXAMPLE, HistoryItem, SagaView
 
 # Example values for the OpenAPI document, consistent across the models.
 _SAGA_ID = "5b1d3c7a-9e2f-4b8a-8c6d-1a2b3c4d5e6f"

@@ -1,10 +1,10 @@
 """The AsyncAPI 3.0 document of sagaway's messaging, generated from the code.
 
 Nothing here is written by hand that the code already knows: exchanges and queues come
-from ``sagaway.topology`` for the installation's settings, which participant handles a
-command from the saga definitions, payload schemas from the pydantic models of
-``services.contracts`` and ``outbox.envelope``, and the replies a command may get from
-``services.contracts.REPLIES``. A unit test compares the result with those sources, so
+from the application's topology for the installation's settings, which participant
+handles a command from the saga definitions, payload schemas from the pydantic models
+the application's participants register and ``outbox.envelope``, and the replies a
+command may get from the same registrations. A unit test compares the result with those sources, so
 the document cannot drift from what runs.
 
 Model of the broker: a publisher sends to an exchange with a routing key (a
@@ -21,14 +21,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 import sagaway
-from sagaway.orchestrator.definitions import DEFINITIONS
+from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.dsl import Action, SagaDefinition
+from sagaway.orchestrator.participants import ORCHESTRATOR
 from sagaway.outbox.amqp import QueueSpec, Topology
 from sagaway.outbox.broker_nodes import node_address, virtual_host
 from sagaway.outbox.envelope import Envelope
-from sagaway.services import contracts
-from sagaway.settings import Settings
-from sagaway.topology import ORCHESTRATOR, PARTICIPANTS, build_topology
+from sagaway.outbox.settings import Settings
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
@@ -47,26 +46,27 @@ REPLIES_CHANNEL = "replies"
 DEAD_LETTERS_CHANNEL = "deadLetters"
 
 
-def build_asyncapi(settings: Settings) -> dict[str, Any]:
-    """The AsyncAPI document of the installation ``settings`` describes.
+def build_asyncapi(settings: Settings, app: SagaApp) -> dict[str, Any]:
+    """The AsyncAPI document of the application ``app`` installed as ``settings`` says.
 
     Args:
+        app: the sagas and participants whose messages are described.
         settings: names (namespace), queue type and delivery limit come from here, and
             the broker's host and virtual host from its ``amqp_url`` (never credentials).
 
     Returns:
         A JSON-ready AsyncAPI 3.0.0 document.
     """
-    topology = build_topology(settings)
+    topology = app.topology_for(settings)
     nodes = settings.amqp_nodes
     vhost = virtual_host(nodes[0])
-    commands = _commands_by_participant(DEFINITIONS.values())
-    replies = tuple(contracts.REPLY_MODELS)
+    commands = _commands_by_participant(app.definitions.values(), app)
+    replies = tuple(app.reply_models)
     # What each consumer's queue carries: a participant's commands, or every reply.
-    carried = {p: commands.get(p, ()) for p in PARTICIPANTS} | {ORCHESTRATOR: replies}
+    carried = {p: commands.get(p, ()) for p in app.participant_names} | {ORCHESTRATOR: replies}
     queue_of = {key: spec for spec in topology.queues for key in spec.routing_keys}
-    messages = {name: _message(name, kind="command") for name in contracts.COMMAND_MODELS}
-    messages.update({name: _message(name, kind="reply") for name in replies})
+    messages = {name: _message(app, name, kind="command") for name in app.command_models}
+    messages.update({name: _message(app, name, kind="reply") for name in replies})
 
     channels: dict[str, Any] = {}
     for consumer, names in carried.items():
@@ -86,9 +86,9 @@ def build_asyncapi(settings: Settings) -> dict[str, Any]:
     channels.update(_dead_letter_channels(topology, queue_of, carried, vhost=vhost))
 
     operations: dict[str, Any] = {}
-    operations.update(_orchestrator_operations(commands))
-    for participant in PARTICIPANTS:
-        operations.update(_participant_operations(participant, commands.get(participant, ())))
+    operations.update(_orchestrator_operations(app, commands))
+    for participant in app.participant_names:
+        operations.update(_participant_operations(app, participant, commands.get(participant, ())))
     operations.update(_dead_letter_operations(carried))
 
     return {
@@ -115,7 +115,7 @@ def build_asyncapi(settings: Settings) -> dict[str, Any]:
         "channels": channels,
         "operations": operations,
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(app),
             "messages": messages,
             "correlationIds": {
                 CORRELATION_ID: {
@@ -129,9 +129,9 @@ def build_asyncapi(settings: Settings) -> dict[str, Any]:
     }
 
 
-def render_asyncapi(settings: Settings) -> str:
+def render_asyncapi(settings: Settings, app: SagaApp) -> str:
     """The document as indented JSON text (what ``sagaway asyncapi`` prints)."""
-    return json.dumps(build_asyncapi(settings), indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(build_asyncapi(settings, app), indent=2, ensure_ascii=False) + "\n"
 
 
 def _ref(pointer: str) -> dict[str, str]:
@@ -143,7 +143,7 @@ def _channel_messages(channel: str, names: Iterable[str]) -> list[dict[str, str]
 
 
 def _commands_by_participant(
-    definitions: Iterable[SagaDefinition],
+    definitions: Iterable[SagaDefinition], app: SagaApp
 ) -> dict[str, tuple[str, ...]]:
     """Participant → the command types the saga definitions send it, in first-use order."""
     found: dict[str, list[str]] = {}
@@ -155,18 +155,18 @@ def _commands_by_participant(
                 names = found.setdefault(action.participant, [])
                 if action.command not in names:
                     names.append(action.command)
-    unknown = {n for names in found.values() for n in names} - set(contracts.COMMAND_MODELS)
+    unknown = {n for names in found.values() for n in names} - set(app.command_models)
     if unknown:
-        raise ValueError(f"commands without a model in services.contracts: {sorted(unknown)}")
+        raise ValueError(f"commands no participant registered: {sorted(unknown)}")
     return {participant: tuple(names) for participant, names in found.items()}
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(app: SagaApp) -> dict[str, Any]:
     """Every payload schema, the envelope, and one envelope schema per message type."""
     schemas: dict[str, Any] = {}
     _add_model(schemas, ENVELOPE_SCHEMA, Envelope)
     schemas[AMQP_PROPERTIES_SCHEMA] = _amqp_properties()
-    for name, model in (*contracts.COMMAND_MODELS.items(), *contracts.REPLY_MODELS.items()):
+    for name, model in (*app.command_models.items(), *app.reply_models.items()):
         _add_model(schemas, name, model)
         schemas[_envelope_schema_name(name)] = {
             "title": f"{name} envelope",
@@ -230,8 +230,8 @@ def _amqp_properties() -> dict[str, Any]:
     }
 
 
-def _message(name: str, *, kind: str) -> dict[str, Any]:
-    models = contracts.COMMAND_MODELS if kind == "command" else contracts.REPLY_MODELS
+def _message(app: SagaApp, name: str, *, kind: str) -> dict[str, Any]:
+    models = app.command_models if kind == "command" else app.reply_models
     doc = (models[name].__doc__ or name).strip()
     return {
         "name": name,
@@ -373,9 +373,11 @@ def _dead_letter_queue_channel_id(consumer: str) -> str:
     return f"{consumer}DeadLetterQueue"
 
 
-def _orchestrator_operations(commands: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+def _orchestrator_operations(
+    app: SagaApp, commands: Mapping[str, tuple[str, ...]]
+) -> dict[str, Any]:
     operations: dict[str, Any] = {}
-    for participant in PARTICIPANTS:
+    for participant in app.participant_names:
         channel = f"{participant}Commands"
         for name in commands.get(participant, ()):
             operations[f"send{name}"] = {
@@ -388,7 +390,7 @@ def _orchestrator_operations(commands: Mapping[str, tuple[str, ...]]) -> dict[st
                 "before its timeout is sent again as a new message.",
                 "tags": [{"name": ORCHESTRATOR}],
                 "messages": _channel_messages(channel, [name]),
-                "reply": _reply(name),
+                "reply": _reply(app, name),
                 "bindings": {"amqp": _send_binding()},
             }
     operations["receiveReplies"] = {
@@ -397,13 +399,15 @@ def _orchestrator_operations(commands: Mapping[str, tuple[str, ...]]) -> dict[st
         "title": "Receive replies",
         "summary": "The orchestrator applies each reply to its saga, once.",
         "tags": [{"name": ORCHESTRATOR}],
-        "messages": _channel_messages(_queue_channel_id(ORCHESTRATOR), contracts.REPLY_MODELS),
+        "messages": _channel_messages(_queue_channel_id(ORCHESTRATOR), app.reply_models),
         "bindings": {"amqp": _receive_binding()},
     }
     return operations
 
 
-def _participant_operations(participant: str, names: tuple[str, ...]) -> dict[str, Any]:
+def _participant_operations(
+    app: SagaApp, participant: str, names: tuple[str, ...]
+) -> dict[str, Any]:
     queue = _queue_channel_id(participant)
     operations: dict[str, Any] = {}
     for name in names:
@@ -415,10 +419,10 @@ def _participant_operations(participant: str, names: tuple[str, ...]) -> dict[st
             "writes its reply in the same transaction.",
             "tags": [{"name": participant}],
             "messages": _channel_messages(queue, [name]),
-            "reply": _reply(name),
+            "reply": _reply(app, name),
             "bindings": {"amqp": _receive_binding()},
         }
-    replies = [r for name in names for r in contracts.REPLIES[name]]
+    replies = [r for name in names for r in app.replies[name]]
     operations[f"{participant}SendReplies"] = {
         "action": "send",
         "channel": _ref(f"#/channels/{REPLIES_CHANNEL}"),
@@ -456,10 +460,10 @@ def _dead_letter_operations(carried: Mapping[str, tuple[str, ...]]) -> dict[str,
     return operations
 
 
-def _reply(command: str) -> dict[str, Any]:
+def _reply(app: SagaApp, command: str) -> dict[str, Any]:
     return {
         "channel": _ref(f"#/channels/{REPLIES_CHANNEL}"),
-        "messages": _channel_messages(REPLIES_CHANNEL, contracts.REPLIES[command]),
+        "messages": _channel_messages(REPLIES_CHANNEL, app.replies[command]),
     }
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from sagaway import metrics
-from sagaway.settings import redact_url
+from sagaway.outbox import db_metrics as metrics
+from sagaway.outbox.settings import redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +74,8 @@ _OPEN = "sagaway_tx_open"
 
 
 def count_round_trips(engine: Engine) -> None:
-    """Count ``engine``'s statements, transactions and round trips in :mod:`sagaway.metrics`.
+    """Count ``engine``'s statements, transactions and round trips in
+    :mod:`sagaway.outbox.db_metrics`.
 
     The asyncpg driver sends BEGIN just before a transaction's first statement and
     COMMIT or ROLLBACK only when one was sent, so that is when they are counted: a

@@ -1,4 +1,4 @@
-"""The scaffold every participant shares: command → handler → reply to its outbox.
+"""Runs a participant's commands: command → its handler → the reply, in its outbox.
 
 The consumer around it records the inbox entry and commits; this module only maps a
 command to its handler and turns the handler's answer into a reply row, in the same
@@ -7,45 +7,32 @@ transaction as the handler's effect.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sagaway.orchestrator.participants import (
+    CommandContext,
+    CommandRoute,
+    Failed,
+    Participant,
+    Reply,
+    Succeeded,
+)
 from sagaway.orchestrator.protocol import make_reply
 from sagaway.orchestrator.state import Outcome
 from sagaway.outbox.envelope import Envelope, OutgoingMessage
 from sagaway.outbox.errors import Unprocessable
 from sagaway.outbox.writer import OutboxWriter
-from sagaway.services.contracts import COMMAND_FAILED
 
 log = structlog.get_logger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What a command handler decided."""
-
-    message_type: str
-    outcome: Outcome
-    reason: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-CommandHandler = Callable[[AsyncSession, Envelope, Any], Awaitable[Answer]]
 OutageCheck = Callable[[AsyncSession, str], Awaitable[bool]]
 """True while the named participant must act as if its provider were down."""
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A command type, the model its payload must fit, and its handler."""
-
-    model: type[BaseModel]
-    handler: CommandHandler
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +43,21 @@ class ReplyAddress:
     routing_key: str
 
 
-class Participant:
-    """Dispatches commands to handlers and writes each reply to the outbox."""
+class CommandDispatcher:
+    """Dispatches a participant's commands to its handlers and writes each reply to the
+    participant's outbox."""
 
     def __init__(
         self,
+        participant: Participant,
         *,
-        name: str,
-        routes: Mapping[str, Route],
-        outbox: OutboxWriter,
         reply_to: ReplyAddress,
         outage: OutageCheck | None = None,
     ) -> None:
-        self.name = name
+        self.name = participant.name
+        self._routes = participant.routes
         self._outage = outage
-        self._routes = dict(routes)
-        self._outbox = outbox
+        self._outbox = OutboxWriter(participant.outbox)
         self._reply_to = reply_to
 
     def screen(self, envelope: Envelope) -> None:
@@ -86,38 +72,47 @@ class Participant:
     async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
         """Apply one command and queue its reply, in the caller's transaction."""
         route, command = self._command(envelope)
+        reply: Reply
         if self._outage is not None and await self._outage(session, self.name):
             # A simulated provider outage answers like a real one: a technical error the
             # orchestrator retries, with nothing applied.
-            answer = Answer(
-                COMMAND_FAILED, Outcome.FAILED, f"{self.name} unavailable (simulated outage)"
-            )
+            reply = Failed(f"{self.name} unavailable (simulated outage)")
         else:
-            answer = await route.handler(session, envelope, command)
+            reply = await route.handler(
+                session,
+                command,
+                CommandContext(
+                    saga_id=envelope.saga_id,
+                    message_id=envelope.message_id,
+                    correlation_id=envelope.correlation_id,
+                    message_type=envelope.message_type,
+                ),
+            )
+        outcome, payload = _reply_payload(reply)
         log.info(
             "command handled",
             participant=self.name,
             command=envelope.message_type,
-            outcome=answer.outcome.value,
-            reason=answer.reason,
+            outcome=outcome.value,
+            reason=None if isinstance(reply, Succeeded) else reply.reason,
         )
-        reply = make_reply(
+        answer = make_reply(
             envelope,
-            message_type=answer.message_type,
-            outcome=answer.outcome,
-            reason=answer.reason,
-            detail=answer.detail,
+            message_type=route.default_reply_type(reply),
+            outcome=outcome,
+            reason=None if isinstance(reply, Succeeded) else reply.reason,
+            detail=payload,
         )
         await self._outbox.add(
             session,
             OutgoingMessage(
-                envelope=reply,
+                envelope=answer,
                 exchange=self._reply_to.exchange,
                 routing_key=self._reply_to.routing_key,
             ),
         )
 
-    def _command(self, envelope: Envelope) -> tuple[Route, BaseModel]:
+    def _command(self, envelope: Envelope) -> tuple[CommandRoute, BaseModel]:
         route = self._routes.get(envelope.message_type)
         if route is None:
             raise Unprocessable(
@@ -130,3 +125,15 @@ class Participant:
                 f"invalid {envelope.message_type}: {exc.error_count()} errors",
                 reason="invalid_payload",
             ) from exc
+
+
+def _reply_payload(reply: Reply) -> tuple[Outcome, dict[str, Any]]:
+    """The reply's outcome and the payload fields besides ``outcome`` and ``reason``."""
+    if isinstance(reply, Succeeded):
+        payload = dict(reply.detail)
+        if reply.output:
+            payload["output"] = dict(reply.output)
+        return Outcome.SUCCEEDED, payload
+    if isinstance(reply, Failed):
+        return Outcome.FAILED, {}
+    return Outcome.REJECTED, dict(reply.detail)

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the per-request session, the engine, the admin check.
+"""FastAPI dependencies: the per-request session, the engine, the application, the
+admin check.
 
 Every one is ``async def``, even those that never await: FastAPI runs a plain ``def``
 dependency on a worker thread, and those thread hops were a fifth of the API's CPU."""
@@ -13,9 +14,10 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.engine import SagaEngine
-from sagaway.services.orders.saga_watch import SagaEndWatcher
-from sagaway.settings import Settings
+from sagaway.outbox.settings import Settings
+from sagaway.services.api.saga_watch import SagaEndWatcher
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -52,6 +54,11 @@ async def _engine(request: Request) -> SagaEngine:
     return engine
 
 
+async def _application(request: Request) -> SagaApp:
+    application: SagaApp = request.app.state.application
+    return application
+
+
 async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -67,6 +74,7 @@ and for a handler that must not hold a connection for its whole request (a long 
 WatcherDep = Annotated[SagaEndWatcher, Depends(_watcher)]
 EngineDep = Annotated[SagaEngine, Depends(_engine)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+ApplicationDep = Annotated[SagaApp, Depends(_application)]
 
 
 # Declared so that the OpenAPI document says how /admin authenticates; the check

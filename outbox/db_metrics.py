@@ -1,6 +1,6 @@
 """Prometheus metrics of a process's database traffic, counted by the process itself.
 
-Every engine built by :func:`sagaway.database.create_engine` counts what it sends, so
+Every engine built by :func:`sagaway.outbox.database.create_engine` counts what it sends, so
 each component's ``/metrics`` shows its own PostgreSQL cost next to its CPU
 (``process_cpu_seconds_total``): operators see it, and ``sagaway bench`` divides it by
 the sagas of a run. No label carries statement text: a counter increment per statement

@@ -9,16 +9,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict
 
-from sagaway.services.ops.audit import record_action
-from sagaway.services.ops.outbox_admin import dead_rows, requeue_dead
-from sagaway.services.orders.dependencies import AdminDep, SessionDep
-from sagaway.services.orders.responses import (
+from sagaway.services.api.dependencies import AdminDep, ApplicationDep, SessionDep
+from sagaway.services.api.responses import (
     UNAUTHORIZED,
     UNAVAILABLE,
     invalid,
     not_a_uuid,
     problem,
 )
+from sagaway.services.ops.audit import record_action
+from sagaway.services.ops.outbox_admin import dead_rows, requeue_dead
 
 router = APIRouter(
     prefix="/admin/outbox", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE}
@@ -77,13 +77,16 @@ class Requeued(BaseModel):
     },
 )
 async def get_dead(
-    session: SessionDep, _: AdminDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    session: SessionDep,
+    app: ApplicationDep,
+    _: AdminDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeadOutboxMessage]:
     """Messages the relay gave up on (unroutable, refused, too large), with the last
     error; each holds back only the later messages of its own saga."""
     return [
         DeadOutboxMessage.model_validate(r, from_attributes=True)
-        for r in await dead_rows(session, limit=limit)
+        for r in await dead_rows(session, app.outbox_tables, limit=limit)
     ]
 
 
@@ -96,10 +99,12 @@ async def get_dead(
         422: not_a_uuid("message_id"),
     },
 )
-async def post_requeue(message_id: uuid.UUID, session: SessionDep, actor: AdminDep) -> Requeued:
+async def post_requeue(
+    message_id: uuid.UUID, session: SessionDep, app: ApplicationDep, actor: AdminDep
+) -> Requeued:
     """Publish a dead message again with a fresh attempt budget (after fixing its cause)."""
     async with session.begin():
-        outbox = await requeue_dead(session, message_id)
+        outbox = await requeue_dead(session, app.outbox_tables, message_id)
         if outbox is None:
             raise HTTPException(status_code=404, detail="no dead outbox message with that id")
         await record_action(

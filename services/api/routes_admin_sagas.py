@@ -1,4 +1,4 @@
-"""``/admin/sagas``, ``/admin/faults`` and ``/admin/dead-letters``: repairing what went wrong."""
+"""``/admin/sagas`` and ``/admin/dead-letters``: repairing what went wrong."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
@@ -15,8 +15,28 @@ from sagaway.orchestrator.state_machine import InvalidRequest
 from sagaway.outbox.amqp import Topology, connect
 from sagaway.outbox.dead_letters import peek
 from sagaway.outbox.errors import BrokerUnavailable
-from sagaway.services.ops import faults
-from sagaway.services.ops.audit import record_action
+from sagaway.services.api.dependencies import (
+    AdminDep,
+    ApplicationDep,
+    EngineDep,
+    SessionDep,
+    SettingsDep,
+)
+from sagaway.services.api.responses import (
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    invalid,
+    not_a_uuid,
+    problem,
+)
+from sagaway.services.api.routes_sagas import saga_view
+from sagaway.services.api.schemas import (
+    CURSOR_EXAMPLE,
+    DeadLetterQueueView,
+    DeadLetterView,
+    SagaActionAccepted,
+    SagaPage,
+)
 from sagaway.services.ops.sagas import (
     CURSOR_PATTERN,
     SagaAction,
@@ -24,30 +44,9 @@ from sagaway.services.ops.sagas import (
     list_sagas,
     retry_saga,
 )
-from sagaway.services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
-from sagaway.services.orders.responses import (
-    BODY_ERRORS,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    invalid,
-    not_a_uuid,
-    problem,
-)
-from sagaway.services.orders.routes_sagas import saga_view
-from sagaway.services.orders.schemas import (
-    CURSOR_EXAMPLE,
-    DeadLetterQueueView,
-    DeadLetterView,
-    FaultUpdate,
-    FaultView,
-    SagaActionAccepted,
-    SagaPage,
-)
-from sagaway.topology import build_topology
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={401: UNAUTHORIZED, 503: UNAVAILABLE})
 
-Participant = Annotated[str, Path(pattern=r"^(inventory|payment|notification)$")]
 Cursor = Annotated[
     str | None,
     Query(
@@ -176,34 +175,6 @@ async def _operate(
     return SagaActionAccepted(saga_id=saga_id, status=state.status.value)
 
 
-@router.put(
-    "/faults/{participant}",
-    response_model=FaultView,
-    responses={**BODY_ERRORS, 422: invalid("Unknown participant or mode")},
-)
-async def put_fault(
-    participant: Participant, body: FaultUpdate, session: SessionDep, actor: AdminDep
-) -> FaultView:
-    """Simulate a provider outage (``unavailable``) or end it (``ok``)."""
-    async with session.begin():
-        await faults.set_mode(session, participant, faults.FaultMode(body.mode))
-        await record_action(
-            session, actor=actor, action="fault.set", target=participant, detail=body.mode
-        )
-    return FaultView(participant=participant, mode=body.mode)
-
-
-@router.get(
-    "/faults/{participant}",
-    response_model=FaultView,
-    responses={422: invalid("Unknown participant")},
-)
-async def get_fault(participant: Participant, session: SessionDep, _: AdminDep) -> FaultView:
-    """A participant's current fault mode."""
-    mode = await faults.get_mode(session, participant)
-    return FaultView(participant=participant, mode=mode.value)
-
-
 @router.get(
     "/dead-letters",
     response_model=list[DeadLetterQueueView],
@@ -214,10 +185,13 @@ async def get_fault(participant: Participant, session: SessionDep, _: AdminDep) 
     },
 )
 async def get_dead_letters(
-    settings: SettingsDep, _: AdminDep, limit: Annotated[int, Query(ge=0, le=100)] = 20
+    settings: SettingsDep,
+    app: ApplicationDep,
+    _: AdminDep,
+    limit: Annotated[int, Query(ge=0, le=100)] = 20,
 ) -> list[DeadLetterQueueView]:
     """Every dead-letter queue with its size and first messages (left in place)."""
-    topology: Topology = build_topology(settings)
+    topology: Topology = app.topology_for(settings)
     names = [topology.dead_letter_queue(q.name) for q in topology.queues]
     try:
         connection = await connect(settings.amqp_url, name="sagaway-api-dead-letters")

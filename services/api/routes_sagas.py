@@ -9,9 +9,9 @@ import structlog
 from fastapi import APIRouter, HTTPException, Query
 
 from sagaway.orchestrator.repository import SagaRecord
-from sagaway.services.orders.dependencies import EngineDep, ReadSessionsDep, SessionDep, WatcherDep
-from sagaway.services.orders.responses import UNAVAILABLE, invalid, not_a_uuid, problem
-from sagaway.services.orders.schemas import HistoryItem, SagaView, StepView
+from sagaway.services.api.dependencies import EngineDep, ReadSessionsDep, SessionDep, WatcherDep
+from sagaway.services.api.responses import UNAVAILABLE, invalid, not_a_uuid, problem
+from sagaway.services.api.schemas import HistoryItem, SagaView, StepView
 
 router = APIRouter(tags=["sagas"], responses={503: UNAVAILABLE})
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from sagaway.services.orders.body_limit import MAX_BODY_BYTES
+from sagaway.services.api.body_limit import MAX_BODY_BYTES
 
 
 class Problem(BaseModel):

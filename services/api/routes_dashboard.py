@@ -15,13 +15,18 @@ from pydantic import AwareDatetime, BeforeValidator
 from sagaway.orchestrator.engine import SagaNotFound
 from sagaway.orchestrator.queries import SagaFilter
 from sagaway.orchestrator.state import SagaStatus
-from sagaway.services.ops import dashboard
-from sagaway.services.orders.dependencies import AdminDep, EngineDep, SessionDep, SettingsDep
-from sagaway.services.orders.responses import UNAUTHORIZED, UNAVAILABLE, not_a_uuid, problem
-from sagaway.services.orders.routes_admin_sagas import BAD_FILTER, Cursor
-from sagaway.services.orders.routes_sagas import saga_view
-from sagaway.services.orders.schemas import HistoryItem
-from sagaway.services.orders.schemas_dashboard import (
+from sagaway.services.api.dependencies import (
+    AdminDep,
+    ApplicationDep,
+    EngineDep,
+    SessionDep,
+    SettingsDep,
+)
+from sagaway.services.api.responses import UNAUTHORIZED, UNAVAILABLE, not_a_uuid, problem
+from sagaway.services.api.routes_admin_sagas import BAD_FILTER, Cursor
+from sagaway.services.api.routes_sagas import saga_view
+from sagaway.services.api.schemas import HistoryItem
+from sagaway.services.api.schemas_dashboard import (
     DeadLetterCountView,
     LaneView,
     MinuteBucketView,
@@ -32,6 +37,7 @@ from sagaway.services.orders.schemas_dashboard import (
     SagaSummaryView,
     SagaTimelineView,
 )
+from sagaway.services.ops import dashboard
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 
@@ -62,10 +68,12 @@ def ui_files() -> StaticFiles:
 
 
 @router.get("/overview", response_model=OverviewView)
-async def get_overview(session: SessionDep, settings: SettingsDep, _: AdminDep) -> OverviewView:
+async def get_overview(
+    session: SessionDep, settings: SettingsDep, app: ApplicationDep, _: AdminDep
+) -> OverviewView:
     """Sagas by status, sagas ended per minute over the last 15 minutes, outbox backlog
     and dead letters (``null`` with the reason when RabbitMQ cannot be asked)."""
-    view = await dashboard.overview(session, settings)
+    view = await dashboard.overview(session, settings, app)
     return OverviewView(
         at=view.at,
         counts=view.counts,

@@ -1,0 +1,76 @@
+"""``start_saga``: a saga begins inside the caller's own transaction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sagaway.orchestrator.application import SagaApp
+from sagaway.orchestrator.engine import SagaEngine
+from sagaway.outbox.settings import Settings
+
+_ENGINES: dict[int, tuple[SagaApp, SagaEngine]] = {}
+
+
+def _engine(app: SagaApp, settings: Settings | None) -> SagaEngine:
+    if settings is not None:
+        return app.saga_engine(settings)
+    cached = _ENGINES.get(id(app))
+    if cached is None or cached[0] is not app:
+        cached = _ENGINES[id(app)] = (app, app.saga_engine(Settings()))
+    return cached[1]
+
+
+async def start_saga(
+    session: AsyncSession,
+    app: SagaApp,
+    saga_type: str,
+    data: Mapping[str, Any],
+    *,
+    saga_id: uuid.UUID | None = None,
+    correlation_id: uuid.UUID | None = None,
+    settings: Settings | None = None,
+) -> uuid.UUID:
+    """Start a saga of ``app`` in the transaction ``session`` is in, and return its id.
+
+    The saga row, its history and its first command are written in that transaction:
+    they commit with the caller's own rows (an order, a booking) or not at all. Nothing
+    is sent before the commit; the relay publishes the command once it is committed.
+
+    Args:
+        session: the caller's session, inside a transaction it commits.
+        app: the application that defines ``saga_type``.
+        saga_type: the saga to start (``trip_booking``).
+        data: the saga's data, JSON values only; steps build their commands from it and
+            each step's output is merged into it.
+        saga_id: the saga's id (default: a new one).
+        correlation_id: ties every message of the business transaction together
+            (default: the saga id).
+        settings: where retry defaults and broker names come from (default: the
+            environment, ``SAGAWAY_*``).
+
+    Raises:
+        ValueError: an unknown saga type, or data that is not JSON.
+    """
+    if saga_type not in app.definitions:
+        raise ValueError(
+            f"application {app.name} has no saga {saga_type!r} "
+            f"(it has {', '.join(app.definitions)})"
+        )
+    try:
+        plain = json.loads(json.dumps(dict(data)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"saga data must be JSON values: {exc}") from exc
+    saga_id = saga_id or uuid.uuid4()
+    await _engine(app, settings).start(
+        session,
+        saga_type=saga_type,
+        saga_id=saga_id,
+        correlation_id=correlation_id or saga_id,
+        data=plain,
+    )
+    return saga_id
