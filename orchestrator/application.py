@@ -23,7 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sagaway.orchestrator import tables as orchestrator_tables
 from sagaway.orchestrator.dsl import Action, DefinitionError, Local, RetryPolicy, SagaDefinition
 from sagaway.orchestrator.engine import Clock, LocalHandler, Routing, SagaEngine
-from sagaway.orchestrator.participants import COMMAND_FAILED, ORCHESTRATOR, Participant
+from sagaway.orchestrator.participants import (
+    COMMAND_FAILED,
+    ORCHESTRATOR,
+    CommandFailed,
+    Participant,
+)
 from sagaway.orchestrator.protocol import ReplyBody
 from sagaway.outbox.amqp import QueueSpec, Topology
 from sagaway.outbox.settings import Settings
@@ -221,7 +226,7 @@ class SagaApp:
                 named = {m.__name__: m for m in route.replies}
                 for reply_type in route.reply_types:
                     models.setdefault(reply_type, named.get(reply_type, ReplyBody))
-        models.setdefault(COMMAND_FAILED, ReplyBody)
+        models[COMMAND_FAILED] = CommandFailed
         return models
 
     def commands_of(self, participant: str) -> tuple[str, ...]:

@@ -214,6 +214,11 @@ class SagaEngine:
             await self._repo.record(session, record.id, [stale], now)
             return None
         metrics.REPLIES.labels("applied").inc()
+        output = envelope.payload.get("output")
+        if body.outcome is Outcome.SUCCEEDED and isinstance(output, dict) and output:
+            # Data flows forward: later steps and compensations build their commands
+            # from the saga's data, which now holds this step's output.
+            record = replace(record, data={**record.data, **output})
         await self._repo.record(session, record.id, [received], now)
         await self._drive(session, record, transition, now)
         return None

@@ -13,9 +13,9 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,16 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _MESSAGE_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,127}$")
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class CommandFailed(BaseModel):
+    """A technical failure (an outage, a command that arrived too late): the
+    orchestrator retries the step with backoff until its attempts run out."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    outcome: Literal["failed"]
+    reason: str = Field(max_length=500)
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,14 +130,22 @@ class SagaRepository:
     async def save(
         self, session: AsyncSession, record: SagaRecord, state: SagaState, now: datetime
     ) -> SagaRecord:
-        """Write the new state of a saga loaded ``for_update`` (sent at commit, one
-        statement for every saga the transaction changed); returns the new record."""
+        """Write the new state (and data: a step's output is merged into it) of a saga
+        loaded ``for_update`` (sent at commit, one statement for every saga the
+        transaction changed); returns the new record."""
         saved = replace(record, state=state, version=record.version + 1, updated_at=now)
+        # Every deferred update of the table sets the same columns, so data goes too,
+        # changed or not.
         defer_update(
             session,
             sagas,
             record.id,
-            {"version": saved.version, "updated_at": now, **_state_columns(state)},
+            {
+                "version": saved.version,
+                "updated_at": now,
+                "data": record.data,
+                **_state_columns(state),
+            },
         )
         _known(session)[record.id] = saved
         return saved

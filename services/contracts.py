@@ -11,6 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sagaway.orchestrator.participants import COMMAND_FAILED, CommandFailed
+
+__all__ = ["COMMAND_FAILED", "CommandFailed"]  # every participant's technical failure
+
 SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
 
@@ -70,7 +74,6 @@ PAYMENT_AUTHORIZED = "PaymentAuthorized"
 PAYMENT_REJECTED = "PaymentRejected"
 PAYMENT_VOIDED = "PaymentVoided"
 CUSTOMER_NOTIFIED = "CustomerNotified"
-COMMAND_FAILED = "CommandFailed"
 
 OUT_OF_STOCK = "out_of_stock"
 INSUFFICIENT_FUNDS = "insufficient_funds"
@@ -148,45 +151,3 @@ class CustomerNotified(_Contract):
 
     outcome: Literal["succeeded"]
     reason: None = None
-
-
-class CommandFailed(_Contract):
-    """A technical failure (an outage, a command that arrived too late): the
-    orchestrator retries the step with backoff until its attempts run out."""
-
-    outcome: Literal["failed"]
-    reason: str = Field(max_length=500)
-
-
-COMMAND_MODELS: dict[str, type[BaseModel]] = {
-    "ReserveInventory": ReserveInventory,
-    "ReleaseInventory": ReleaseInventory,
-    "AuthorizePayment": AuthorizePayment,
-    "VoidPayment": VoidPayment,
-    "NotifyCustomer": NotifyCustomer,
-}
-"""Command message type → the model of its payload."""
-
-REPLY_MODELS: dict[str, type[BaseModel]] = {
-    INVENTORY_RESERVED: InventoryReserved,
-    INVENTORY_RESERVATION_REJECTED: InventoryReservationRejected,
-    INVENTORY_RELEASED: InventoryReleased,
-    PAYMENT_AUTHORIZED: PaymentAuthorized,
-    PAYMENT_REJECTED: PaymentRejected,
-    PAYMENT_VOIDED: PaymentVoided,
-    CUSTOMER_NOTIFIED: CustomerNotified,
-    COMMAND_FAILED: CommandFailed,
-}
-"""Reply message type → the model of its payload."""
-
-REPLIES: dict[str, tuple[str, ...]] = {
-    "ReserveInventory": (INVENTORY_RESERVED, INVENTORY_RESERVATION_REJECTED, COMMAND_FAILED),
-    "ReleaseInventory": (INVENTORY_RELEASED, COMMAND_FAILED),
-    "AuthorizePayment": (PAYMENT_AUTHORIZED, PAYMENT_REJECTED, COMMAND_FAILED),
-    "VoidPayment": (PAYMENT_VOIDED, COMMAND_FAILED),
-    "NotifyCustomer": (CUSTOMER_NOTIFIED, COMMAND_FAILED),
-}
-"""Command message type → every reply type its participant may answer it with.
-
-``CommandFailed`` answers any command while its participant is in a (simulated) outage.
-"""

@@ -82,6 +82,10 @@ def create_app(settings: Settings, application: SagaApp) -> FastAPI:
     app.include_router(routes_admin_outbox.router)
     app.include_router(routes_dashboard.router)
     app.mount("/ui", routes_dashboard.ui_files(), name="ui")
+    # Routes read these from the state; set here too, not only in the lifespan, so an
+    # app used without it (a test client) still knows its application.
+    app.state.settings = settings
+    app.state.application = application
     app.include_router(routes_health.router)
     app.include_router(routes_contracts.router)
     # The API's own metrics (and any the process registers) on its HTTP port.

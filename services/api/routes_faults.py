@@ -1,10 +1,9 @@
 """``/admin/faults/{participant}``: switch a simulated provider outage on or off.
 
 The participants are the application's, so the router is built for it: the OpenAPI
-document names exactly the participants that exist.
+document names exactly the participants that exist. (No ``from __future__ import
+annotations`` here: FastAPI must see the path parameter's type, a local, unquoted.)
 """
-
-from __future__ import annotations
 
 import re
 from collections.abc import Sequence

@@ -12,6 +12,7 @@ from sagaway.metrics_server import ReadyState, _app
 from sagaway.outbox.broker_nodes import InvalidBrokerUrl, node_address, parse_nodes, virtual_host
 from sagaway.outbox.settings import Settings, redact_url
 from sagaway.services.api.asyncapi import build_asyncapi
+from sagaway.services.order_app import order_app
 
 THREE = (
     "amqp://app:s3cret@10.0.0.1:5672/shop, amqp://app:s3cret@10.0.0.2/shop,"
@@ -71,7 +72,7 @@ def test_settings_hold_the_nodes_and_logs_see_every_password_hidden() -> None:
 
 
 def test_asyncapi_names_each_node_of_a_cluster_as_a_server_without_credentials() -> None:
-    doc = build_asyncapi(Settings(amqp_url=THREE, namespace="docs-test"))
+    doc = build_asyncapi(Settings(amqp_url=THREE, namespace="docs-test"), order_app)
     assert "s3cret" not in json.dumps(doc)
     servers = doc["servers"]
     assert [s["host"] for s in servers.values()] == [

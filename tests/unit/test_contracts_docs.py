@@ -25,26 +25,23 @@ from aio_pika.abc import AbstractChannel
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter
-from sagaway.orchestrator.definitions import DEFINITIONS
-from sagaway.services.participant import Participant, Route
 from typer.testing import CliRunner
 
 from sagaway.cli import app as cli
 from sagaway.orchestrator.application import Names
+from sagaway.orchestrator.dispatcher import CommandDispatcher
 from sagaway.orchestrator.dsl import Action
-from sagaway.orchestrator.participants import ORCHESTRATOR
+from sagaway.orchestrator.participants import ORCHESTRATOR, CommandRoute
 from sagaway.orchestrator.protocol import make_reply
 from sagaway.orchestrator.state import Outcome
 from sagaway.outbox.amqp import Topology, declare
 from sagaway.outbox.envelope import Envelope
 from sagaway.outbox.settings import Settings
 from sagaway.services import contracts
+from sagaway.services.api import schemas
 from sagaway.services.api.app import create_app
 from sagaway.services.api.asyncapi import SCHEMA_REF, build_asyncapi
-from sagaway.services.inventory import handlers as inventory
-from sagaway.services.notification import handlers as notification
-from sagaway.services.orders import schemas
-from sagaway.services.payment.handlers import PaymentHandlers
+from sagaway.services.order_app import order_app
 from sagaway.wiring import build_topology
 from tests.support import PARTICIPANTS
 
@@ -77,7 +74,7 @@ DEFINITIONS = order_app.definitions
 
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
-    return build_asyncapi(SETTINGS)
+    return build_asyncapi(SETTINGS, order_app)
 
 
 def _resolve(doc: Mapping[str, Any], pointer: str) -> Any:
@@ -102,12 +99,8 @@ def _refs(node: Any) -> Iterator[str]:
             yield from _refs(item)
 
 
-def _participant_routes() -> dict[str, Mapping[str, Route]]:
-    return {
-        "inventory": inventory.ROUTES,
-        "payment": PaymentHandlers(default_credit_limit_cents=100).routes(),
-        "notification": notification.ROUTES,
-    }
+def _participant_routes() -> dict[str, Mapping[str, CommandRoute]]:
+    return {name: p.routes for name, p in order_app.participants.items()}
 
 
 # --- AsyncAPI: the document is AsyncAPI 3.0 ------------------------------------------
@@ -244,7 +237,7 @@ def test_each_participant_accepts_exactly_the_commands_documented_for_it(
         documented = set(doc["channels"][f"{participant}Queue"]["messages"])
         assert set(routes) == documented, participant
         for command, route in routes.items():
-            assert route.model is contracts.COMMAND_MODELS[command]
+            assert route.model is order_app.command_models[command]
 
 
 def _reachable_names(function: Callable[..., Any]) -> set[str]:
@@ -279,9 +272,9 @@ def test_every_reply_a_handler_can_produce_is_in_replies_and_documented(
         if name.isupper() and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Za-z]+", value)
     }
     # Every reply type the code names is modelled, and nothing else is.
-    assert set(reply_constants.values()) == set(contracts.REPLY_MODELS) == REPLY_TYPES
+    assert set(reply_constants.values()) == set(order_app.reply_models) == REPLY_TYPES
     # The scaffold answers any command with CommandFailed during an outage.
-    assert "COMMAND_FAILED" in Participant.handle.__code__.co_names
+    assert "Failed" in CommandDispatcher.handle.__code__.co_names
 
     for routes in _participant_routes().values():
         for command, route in routes.items():
@@ -289,12 +282,12 @@ def test_every_reply_a_handler_can_produce_is_in_replies_and_documented(
                 reply_constants[n] for n in _reachable_names(route.handler) if n in reply_constants
             }
             assert produced, command
-            assert set(contracts.REPLIES[command]) == produced | {contracts.COMMAND_FAILED}
+            assert set(order_app.replies[command]) == produced | {contracts.COMMAND_FAILED}
             documented = doc["operations"][f"handle{command}"]["reply"]["messages"]
             assert [m["$ref"].rsplit("/", 1)[1] for m in documented] == list(
-                contracts.REPLIES[command]
+                order_app.replies[command]
             )
-            for reply in contracts.REPLIES[command]:
+            for reply in order_app.replies[command]:
                 assert reply in doc["channels"]["replies"]["messages"]
                 assert reply in doc["channels"]["orchestratorQueue"]["messages"]
 
@@ -330,14 +323,14 @@ def test_reply_models_describe_what_make_reply_sends(
     reply = make_reply(
         command, message_type=message_type, outcome=outcome, reason=reason, detail=detail
     )
-    model = contracts.REPLY_MODELS[message_type]
+    model = order_app.reply_models[message_type]
 
     model.model_validate(reply.payload)
     assert set(reply.payload) <= set(model.model_fields)
 
 
 def test_reply_models_use_the_protocols_outcomes() -> None:
-    for model in contracts.REPLY_MODELS.values():
+    for model in order_app.reply_models.values():
         outcome = model.model_json_schema()["properties"]["outcome"]["const"]
         assert outcome in {o.value for o in Outcome}
 
@@ -355,8 +348,8 @@ def _inline(schema: Any, lookup: Callable[[str], Any]) -> Any:
 @pytest.mark.parametrize(
     ("name", "model"),
     [
-        *contracts.COMMAND_MODELS.items(),
-        *contracts.REPLY_MODELS.items(),
+        *order_app.command_models.items(),
+        *order_app.reply_models.items(),
         ("Envelope", Envelope),
     ],
 )
@@ -398,7 +391,7 @@ def test_exchange_and_queue_names_match_the_topology(namespace: str, queue_type:
     settings = Settings(namespace=namespace, queue_type=queue_type)
     topology = build_topology(settings)
     names = Names(namespace)
-    doc = build_asyncapi(settings)
+    doc = build_asyncapi(settings, order_app)
     channels = doc["channels"]
 
     for consumer in (*PARTICIPANTS, ORCHESTRATOR):
@@ -466,7 +459,7 @@ async def test_queues_and_exchanges_are_what_declare_declares(queue_type: str) -
     settings = Settings(namespace="declared", queue_type=queue_type, delivery_limit=7)
     channel = _FakeChannel()
     await declare(cast(AbstractChannel, channel), build_topology(settings))
-    doc = build_asyncapi(settings)
+    doc = build_asyncapi(settings, order_app)
 
     queues = {
         c["bindings"]["amqp"]["queue"]["name"]: c["bindings"]["amqp"]
@@ -497,7 +490,7 @@ def test_the_cli_prints_the_generated_document(monkeypatch: pytest.MonkeyPatch) 
     result = CliRunner().invoke(cli, ["asyncapi"])
 
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == build_asyncapi(Settings())
+    assert json.loads(result.stdout) == build_asyncapi(Settings(), order_app)
     assert (
         json.loads(result.stdout)["channels"]["inventoryQueue"]["address"] == "cli-test.inventory"
     )
@@ -513,7 +506,7 @@ def test_the_cli_writes_the_document_to_a_file(
 
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert json.loads(target.read_text()) == build_asyncapi(Settings())
+    assert json.loads(target.read_text()) == build_asyncapi(Settings(), order_app)
 
 
 # --- OpenAPI -----------------------------------------------------------------------------
@@ -525,7 +518,7 @@ _EXAMPLES_PENDING: set[tuple[str, str]] = set()
 
 @pytest.fixture(scope="module")
 def api() -> FastAPI:
-    return create_app(SETTINGS)
+    return create_app(SETTINGS, order_app)
 
 
 def _has_example(openapi: Mapping[str, Any], media: Mapping[str, Any]) -> bool:
@@ -607,4 +600,4 @@ async def test_the_api_serves_the_generated_document(api: FastAPI) -> None:
 
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == build_asyncapi(SETTINGS)
+    assert response.json() == build_asyncapi(SETTINGS, order_app)

@@ -27,13 +27,14 @@ from sagaway.services.api.schemas import (
     OrderItem,
 )
 from sagaway.services.ops.sagas import CURSOR_PATTERN, BadCursor, decode_cursor, encode_cursor
+from sagaway.services.order_app import order_app
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def app() -> FastAPI:
-    return create_app(Settings(admin_token="t"))
+    return create_app(Settings(admin_token="t"), order_app)
 
 
 @pytest.fixture(scope="module")
