@@ -20,9 +20,9 @@ from sagaway.outbox.database import create_engine, session_factory
 from sagaway.outbox.errors import BrokerUnavailable
 from sagaway.outbox.handoff import Handoff
 from sagaway.outbox.health import Health
+from sagaway.outbox.probes import PROBE_TIMEOUT_S, database_problem
 from sagaway.outbox.publisher import AioPikaPublisher
 from sagaway.outbox.settings import Settings, redact_url
-from sagaway.probes import PROBE_TIMEOUT_S, database_problem
 from sagaway.wiring import build_topology
 
 log = structlog.get_logger(__name__)

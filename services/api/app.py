@@ -7,13 +7,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from importlib.metadata import version
 
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
-import sagaway
 from sagaway.orchestrator.application import SagaApp
 from sagaway.outbox.database import create_engine, raw_connect, session_factory
 from sagaway.outbox.settings import Settings
@@ -70,7 +70,7 @@ def create_app(settings: Settings, application: SagaApp) -> FastAPI:
 
     app = FastAPI(
         title="sagaway",
-        version=sagaway.__version__,
+        version=version("sagaway"),
         summary="Saga orchestrator with a transactional outbox",
         lifespan=lifespan,
     )

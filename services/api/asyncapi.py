@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from importlib.metadata import version
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-import sagaway
 from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.dsl import Action, SagaDefinition
 from sagaway.orchestrator.participants import ORCHESTRATOR
@@ -95,7 +95,7 @@ def build_asyncapi(settings: Settings, app: SagaApp) -> dict[str, Any]:
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "sagaway messaging",
-            "version": sagaway.__version__,
+            "version": version("sagaway"),
             "description": (
                 "Commands the saga orchestrator sends to its participants and the replies "
                 "they send back, over RabbitMQ. Every message is a JSON envelope "

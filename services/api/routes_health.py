@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from sagaway.probes import broker_probe, database_problem
+from sagaway.outbox.probes import broker_probe, database_problem
 
 router = APIRouter(tags=["health"])
 
