@@ -1,0 +1,1 @@
+"""Trip booking: a saga application built on sagaway's public API."""
