@@ -13,7 +13,9 @@ handler per command (:class:`Participant`), each answering :class:`Succeeded`,
 :class:`Rejected` or :class:`Failed`; a :class:`SagaApp` holds them all and is what
 ``sagaway --app module:attribute`` runs. :func:`start_saga` starts a saga in the
 caller's transaction; :func:`saga_router` serves status and admin routes in a team's
-own FastAPI app. ``sagaway.testing`` has the test kit.
+own FastAPI app, and a route of the application uses :data:`SessionDep` (a session
+per request) and :data:`ApplicationDep` (the running :class:`SagaApp`).
+``sagaway.testing`` has the test kit.
 
 The command line, the process supervisor and the runners live in this package too,
 as the composition root; the domain lives in the subpackages ``orchestrator``,
@@ -32,7 +34,7 @@ from sagaway.orchestrator.dsl import (
     SagaDefinition,
     Step,
 )
-from sagaway.orchestrator.engine import LocalResult, SagaContext
+from sagaway.orchestrator.engine import LocalHandler, LocalResult, SagaContext
 from sagaway.orchestrator.participants import (
     CommandContext,
     Failed,
@@ -43,14 +45,17 @@ from sagaway.orchestrator.participants import (
 )
 from sagaway.orchestrator.starting import start_saga
 from sagaway.orchestrator.state import Outcome
+from sagaway.services.api.dependencies import ApplicationDep, SessionDep
 from sagaway.services.api.router import saga_router
 
 __all__ = [
     "Action",
+    "ApplicationDep",
     "CommandContext",
     "DefinitionError",
     "Failed",
     "Local",
+    "LocalHandler",
     "LocalResult",
     "Outcome",
     "Participant",
@@ -60,6 +65,7 @@ __all__ = [
     "SagaApp",
     "SagaContext",
     "SagaDefinition",
+    "SessionDep",
     "Step",
     "Succeeded",
     "__version__",

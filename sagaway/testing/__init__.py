@@ -19,6 +19,7 @@ from sagaway.testing.harness import (
     SagaHarness,
     SentCommand,
 )
+from sagaway.testing.stack import SagaStack, StackError, running_stack
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -26,5 +27,8 @@ __all__ = [
     "LocalCall",
     "LocalScript",
     "SagaHarness",
+    "SagaStack",
     "SentCommand",
+    "StackError",
+    "running_stack",
 ]

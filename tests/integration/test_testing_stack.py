@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from sagaway.services.inventory.tables import stock
-from sagaway.testing.stack import SagaStack
+from sagaway.testing import SagaStack
 
 
 def order(customer_id: str, total_cents: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import sagaway
-from sagaway.testing.stack import SagaStack
+from sagaway.testing import SagaStack
 from sqlalchemy import insert, select
 
 from services.flights import reservations as flight_reservations

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated
 
 import sagaway
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from trips.tables import bookings
 
@@ -56,23 +53,12 @@ class TripView(BaseModel):
     rejection_reason: str | None
 
 
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    # sagaway's API keeps its session factory on the app's state; sagaway has no public
-    # dependency for it yet.
-    async with request.app.state.sessions() as session:
-        yield session
-
-
-Session = Annotated[AsyncSession, Depends(_session)]
-
-
 @router.post("/trips", status_code=202, response_model=TripAccepted)
-async def book_trip(body: TripRequest, session: Session) -> TripAccepted:
+async def book_trip(
+    body: TripRequest, session: sagaway.SessionDep, app: sagaway.ApplicationDep
+) -> TripAccepted:
     """Book a trip: the booking row, its saga and the saga's first command commit in one
     transaction, or none of them does."""
-    # Imported here: trips.app builds the SagaApp from this module's router.
-    from trips.app import app
-
     booking_id, saga_id = uuid.uuid4(), uuid.uuid4()
     async with session.begin():
         await session.execute(
@@ -100,7 +86,7 @@ async def book_trip(body: TripRequest, session: Session) -> TripAccepted:
 
 
 @router.get("/trips/{booking_id}", response_model=TripView)
-async def get_trip(booking_id: uuid.UUID, session: Session) -> TripView:
+async def get_trip(booking_id: uuid.UUID, session: sagaway.SessionDep) -> TripView:
     """The booking and where it stands."""
     row = (await session.execute(select(bookings).where(bookings.c.id == booking_id))).first()
     if row is None:
