@@ -192,3 +192,21 @@ async def test_the_trip_example_completes_compensates_and_documents_its_commands
     asyncapi = (await client.get("/asyncapi.json")).json()
     messages = set(asyncapi["components"]["messages"])
     assert {"ReserveFlight", "ReserveHotel", "ChargeCard"} <= messages, messages
+
+
+def test_the_examples_own_tests_pass_with_the_test_kit() -> None:
+    # The example's tests are a team's: harness tests of every path and saga_stack tests
+    # on the real servers, found by pytest in the example's directory, with the kit's
+    # plugin loaded through its entry point.
+    env = {k: v for k, v in os.environ.items() if k != "SAGAWAY_APP"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout
