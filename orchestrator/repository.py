@@ -21,7 +21,7 @@ from sagaway.outbox.tracing import inject
 _LOCKED = "sagaway.sagas"
 
 
-__all__ = ["HistoryEntry", "HistoryRow", "SagaRecord", "SagaRepository"]
+__all__ = ["HistoryEntry", "HistoryRow", "SagaRecord", "SagaRepository", "record_from_row"]
 
 # The typed history columns, in HistoryEntry's field names.
 _HISTORY_FIELDS = (
@@ -114,7 +114,7 @@ class SagaRepository:
         row = (await session.execute(query)).first()
         if row is None:
             return None
-        record = _record(row)
+        record = record_from_row(row)
         if for_update:
             known[saga_id] = record
         return record
@@ -133,7 +133,7 @@ class SagaRepository:
             select(sagas).where(sagas.c.id.in_(wanted)).order_by(sagas.c.id).with_for_update()
         )
         for row in rows:
-            known[row.id] = _record(row)
+            known[row.id] = record_from_row(row)
 
     async def save(
         self, session: AsyncSession, record: SagaRecord, state: SagaState, now: datetime
@@ -198,7 +198,7 @@ class SagaRepository:
                 tuple_(sagas.c.created_at, sagas.c.id)
                 < tuple_(literal(created_at), literal(saga_id))
             )
-        return [_record(r) for r in await session.execute(query)]
+        return [record_from_row(r) for r in await session.execute(query)]
 
     async def claim_due(self, session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
         """Lock up to ``limit`` sagas whose wake-up time has passed.
@@ -294,7 +294,8 @@ def _step_from_json(raw: dict[str, Any]) -> StepState:
     )
 
 
-def _record(row: Row[Any]) -> SagaRecord:
+def record_from_row(row: Row[Any]) -> SagaRecord:
+    """The record of a row of ``sagas.sagas`` (every column selected)."""
     state = SagaState(
         status=SagaStatus(row.status),
         phase=Phase(row.phase),
