@@ -6,6 +6,7 @@ it performs I/O. Payload builders are pure functions of the saga's data.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -139,15 +140,26 @@ class SagaDefinition:
         on_compensated: run in order after every completed step was compensated
             (mark the order rejected, tell the customer), retried like the last step
             before the failure.
+        version: the definition's version as its authors number it; recorded on each
+            saga it starts, for operators (the fingerprint is what is compared).
+        shape: computed; one line per step (name, action, compensation, pivot mark),
+            then one per epilogue action: what a started saga relies on. Payload
+            builders and retry policies are not part of it.
+        fingerprint: computed; a digest of ``shape``, recorded on each saga it starts.
     """
 
     name: str
     steps: tuple[Step, ...]
     on_compensated: tuple[Action | Local, ...] = ()
+    version: int = 1
+    shape: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    fingerprint: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise DefinitionError(f"saga name {self.name!r} must be snake_case")
+        if self.version < 1:
+            raise DefinitionError(f"saga {self.name}: version must be at least 1")
         if not self.steps:
             raise DefinitionError(f"saga {self.name} has no steps")
         names = [s.name for s in self.steps]
@@ -163,6 +175,10 @@ class SagaDefinition:
                 raise DefinitionError(
                     f"saga {self.name}: steps at or after the pivot cannot be compensated: {after}"
                 )
+        shape = definition_shape(self.steps, self.on_compensated)
+        # Frozen: the computed fields are set once, here.
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "fingerprint", shape_fingerprint(shape))
 
     @property
     def pivot_index(self) -> int | None:
@@ -175,3 +191,35 @@ class SagaDefinition:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def definition_shape(
+    steps: tuple[Step, ...], on_compensated: tuple[Action | Local, ...]
+) -> tuple[str, ...]:
+    """The lines of a definition's shape (see ``SagaDefinition.shape``).
+
+    A step reads ``name=action/compensation`` (``!`` marks the pivot), an epilogue
+    action ``~action``; an action is ``participant.Command`` or ``@local.handler``.
+    """
+    lines = []
+    for step in steps:
+        undo = _action_shape(step.compensation) if step.compensation is not None else "-"
+        lines.append(f"{step.name}={_action_shape(step.action)}/{undo}{'!' if step.pivot else ''}")
+    lines += [f"~{_action_shape(a)}" for a in on_compensated]
+    return tuple(lines)
+
+
+def shape_fingerprint(shape: tuple[str, ...]) -> str:
+    """A short stable digest of a shape (16 hex digits)."""
+    return hashlib.sha256("\n".join(shape).encode()).hexdigest()[:16]
+
+
+def step_name_of(line: str) -> str | None:
+    """The step name of a shape line, or None for an epilogue line."""
+    return None if line.startswith("~") else line.split("=", 1)[0]
+
+
+def _action_shape(action: Action | Local) -> str:
+    if isinstance(action, Local):
+        return f"@{action.handler}"
+    return f"{action.participant}.{action.command}"

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -21,13 +21,16 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.orchestrator import metrics
+from sagaway.orchestrator.definition_compat import realigned, unfinishable_reason
 from sagaway.orchestrator.dsl import Local, RetryPolicy, SagaDefinition
+from sagaway.orchestrator.history import HistoryEntry, HistoryKind
 from sagaway.orchestrator.protocol import ReplyBody
-from sagaway.orchestrator.repository import HistoryEntry, SagaRecord, SagaRepository
+from sagaway.orchestrator.repository import SagaRecord, SagaRepository
 from sagaway.orchestrator.state import Outcome, SagaState
 from sagaway.orchestrator.state_machine import (
     AbortRequested,
     Event,
+    InvalidRequest,
     LocalCompleted,
     ReplyReceived,
     RetryRequested,
@@ -46,6 +49,11 @@ from sagaway.outbox.writer import OutboxWriter
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
+
+# How long the sweeper leaves a saga it may not drive (its definition changed under it)
+# before looking again: long enough not to flood the log, short enough to notice a
+# deployment that restored the definition.
+REFUSED_RECHECK = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +149,9 @@ class SagaEngine:
         """
         trace.get_current_span().set_attribute("saga_id", str(saga_id))
         now = self._clock()
-        transition = self._machines[saga_type].start(now=now, next_message_id=uuid.uuid4())
+        machine = self._machines[saga_type]
+        transition = machine.start(now=now, next_message_id=uuid.uuid4())
+        definition = machine.definition
         record = SagaRecord(
             id=saga_id,
             saga_type=saga_type,
@@ -152,6 +162,9 @@ class SagaEngine:
             version=0,
             created_at=now,
             updated_at=now,
+            definition_version=definition.version,
+            definition_fingerprint=definition.fingerprint,
+            definition_shape=definition.shape,
         )
         state, messages, history = await self._advance(
             session, record, transition, now, starting=True
@@ -195,11 +208,23 @@ class SagaEngine:
             outcome=body.outcome,
             reason=body.reason,
         )
+        refusal = self._refusal(record)
+        if refusal is not None:
+            log.error("reply refused: saga not driven", saga_id=str(record.id), reason=refusal)
+            metrics.REPLIES.labels("refused").inc()
+            # Dead-lettered, not dropped: once the definition is put back, the reply
+            # can be moved back to the queue and the saga goes on.
+            raise Unprocessable(
+                f"saga {record.id} is not driven: {refusal}", reason="definition_changed"
+            )
+        record = self._adopted(record)
         received = HistoryEntry(
-            kind="reply_received",
-            detail=f"{envelope.message_type} ({body.outcome.value}"
-            + (f": {body.reason})" if body.reason else ")"),
+            kind=HistoryKind.REPLY_RECEIVED,
             step=record.state.current_step,
+            attempt=record.state.attempt,
+            outcome=body.outcome.value,
+            reason=body.reason,
+            message_type=envelope.message_type,
             message_id=envelope.message_id,
         )
         transition = self._machines[record.saga_type].apply(record.state, event)
@@ -207,8 +232,10 @@ class SagaEngine:
             log.info("stale reply ignored", reply_to=str(envelope.causation_id))
             metrics.REPLIES.labels("stale").inc()
             stale = HistoryEntry(
-                kind="stale_reply",
-                detail=f"{envelope.message_type} ignored: not for the attempt in flight",
+                kind=HistoryKind.STALE_REPLY,
+                outcome=body.outcome.value,
+                reason=body.reason,
+                message_type=envelope.message_type,
                 message_id=envelope.message_id,
             )
             await self._repo.record(session, record.id, [stale], now)
@@ -242,6 +269,11 @@ class SagaEngine:
         if record is None:
             return
         now = self._clock()
+        refusal = self._refusal(record)
+        if refusal is not None:
+            await self._postpone_refused(session, record, refusal, now)
+            return
+        record = self._adopted(record)
         transition = self._machines[record.saga_type].apply(
             record.state, WokeUp(now=now, next_message_id=uuid.uuid4())
         )
@@ -251,30 +283,36 @@ class SagaEngine:
 
     async def retry(self, session: AsyncSession, saga_id: uuid.UUID, *, actor: str) -> SagaState:
         """Resume a FAILED saga; raises InvalidRequest when it is not FAILED."""
-        return await self._operator(session, saga_id, RetryRequested, "admin_retry", actor)
+        return await self._operator(
+            session, saga_id, RetryRequested, HistoryKind.ADMIN_RETRY, actor
+        )
 
     async def abort(self, session: AsyncSession, saga_id: uuid.UUID, *, actor: str) -> SagaState:
         """Compensate a FAILED saga now; raises InvalidRequest past the pivot."""
-        return await self._operator(session, saga_id, AbortRequested, "admin_abort", actor)
+        return await self._operator(
+            session, saga_id, AbortRequested, HistoryKind.ADMIN_ABORT, actor
+        )
 
     async def _operator(
         self,
         session: AsyncSession,
         saga_id: uuid.UUID,
         event_type: type[RetryRequested] | type[AbortRequested],
-        kind: str,
+        kind: HistoryKind,
         actor: str,
     ) -> SagaState:
         record = await self._repo.get(session, saga_id, for_update=True)
         if record is None:
             raise SagaNotFound(str(saga_id))
+        refusal = self._refusal(record)
+        if refusal is not None:
+            raise InvalidRequest(f"saga cannot run under its type's current definition: {refusal}")
+        record = self._adopted(record)
         now = self._clock()
         event: Event = event_type(now=now, next_message_id=uuid.uuid4())
         transition = self._machines[record.saga_type].apply(record.state, event)
         with _saga_span(f"saga.{kind.removeprefix('admin_')}", record, link_current=True):
-            await self._repo.record(
-                session, record.id, [HistoryEntry(kind=kind, detail=f"requested by {actor}")], now
-            )
+            await self._repo.record(session, record.id, [HistoryEntry(kind=kind, actor=actor)], now)
             return await self._drive(session, record, transition, now)
 
     async def _drive(
@@ -305,10 +343,7 @@ class SagaEngine:
         history: list[HistoryEntry] = []
         messages: list[OutgoingMessage] = []
         while True:
-            history.extend(
-                HistoryEntry(kind="transition", detail=n, step=transition.state.current_step)
-                for n in transition.notes
-            )
+            history.extend(transition.notes)
             local: RunLocal | None = None
             for effect in transition.effects:
                 if isinstance(effect, SendCommand):
@@ -317,10 +352,12 @@ class SagaEngine:
                         metrics.RETRIES.labels(record.saga_type, effect.step or "epilogue").inc()
                     history.append(
                         HistoryEntry(
-                            kind="command_sent",
-                            detail=f"{effect.action.command} to {effect.action.participant}"
-                            f" ({effect.purpose}, attempt {effect.attempt})",
+                            kind=HistoryKind.COMMAND_SENT,
                             step=effect.step,
+                            attempt=effect.attempt,
+                            purpose=effect.purpose,
+                            message_type=effect.action.command,
+                            participant=effect.action.participant,
                             message_id=effect.message_id,
                         )
                     )
@@ -346,10 +383,13 @@ class SagaEngine:
             )
             history.append(
                 HistoryEntry(
-                    kind="local_action",
-                    detail=f"{local.local.handler} ({result.outcome.value}"
-                    + (f": {result.reason})" if result.reason else ")"),
+                    kind=HistoryKind.LOCAL_ACTION,
                     step=local.step,
+                    attempt=transition.state.attempt,
+                    purpose=local.purpose,
+                    outcome=result.outcome.value,
+                    reason=result.reason,
+                    handler=local.local.handler,
                 )
             )
             transition = machine.apply(
@@ -383,6 +423,60 @@ class SagaEngine:
             step=state.current_step,
             commands=[m.envelope.message_type for m in messages],
         )
+
+    def _refusal(self, record: SagaRecord) -> str | None:
+        """Why the saga may not be driven under its type's current definition, if so."""
+        machine = self._machines.get(record.saga_type)
+        if machine is not None and (
+            record.definition_fingerprint == machine.definition.fingerprint
+        ):
+            return None
+        return unfinishable_reason(
+            None if machine is None else machine.definition,
+            saga_type=record.saga_type,
+            state=record.state,
+            recorded_shape=record.definition_shape,
+        )
+
+    def _adopted(self, record: SagaRecord) -> SagaRecord:
+        """The saga moved onto its type's current definition (one ``_refusal`` accepts):
+        the steps it reached stay, the ones ahead are the current ones. Saved with the
+        saga's next state."""
+        definition = self._machines[record.saga_type].definition
+        if record.definition_fingerprint == definition.fingerprint:
+            return record
+        log.info(
+            "saga moves to its definition's current version",
+            saga_id=str(record.id),
+            saga_type=record.saga_type,
+            recorded_version=record.definition_version,
+            version=definition.version,
+        )
+        return replace(
+            record,
+            state=realigned(record.state, definition),
+            definition_version=definition.version,
+            definition_fingerprint=definition.fingerprint,
+            definition_shape=definition.shape,
+        )
+
+    async def _postpone_refused(
+        self, session: AsyncSession, record: SagaRecord, refusal: str, now: datetime
+    ) -> None:
+        """Leave a saga the sweeper may not drive as it is, and look again later."""
+        log.error(
+            "saga not driven: its definition changed under it",
+            saga_id=str(record.id),
+            saga_type=record.saga_type,
+            recorded_version=record.definition_version,
+            reason=refusal,
+        )
+        state = replace(record.state, wake_at=now + REFUSED_RECHECK)
+        await self._repo.save(session, record, state, now)
+        entry = HistoryEntry(
+            kind=HistoryKind.DEFINITION_REFUSED, step=record.state.current_step, reason=refusal
+        )
+        await self._repo.record(session, record.id, [entry], now)
 
     def _command(
         self, record: SagaRecord, state: SagaState, effect: SendCommand

@@ -12,6 +12,7 @@ from sqlalchemy import literal, select, tuple_
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sagaway.orchestrator.history import HistoryEntry, HistoryKind, HistoryRow, Purpose
 from sagaway.orchestrator.state import Phase, SagaState, SagaStatus, StepState, StepStatus
 from sagaway.orchestrator.tables import saga_events, sagas
 from sagaway.outbox.deferred import defer_insert, defer_update, transaction_cache
@@ -20,10 +21,34 @@ from sagaway.outbox.tracing import inject
 _LOCKED = "sagaway.sagas"
 
 
+__all__ = ["HistoryEntry", "HistoryRow", "SagaRecord", "SagaRepository", "record_from_row"]
+
+# The typed history columns, in HistoryEntry's field names.
+_HISTORY_FIELDS = (
+    "kind",
+    "step",
+    "attempt",
+    "purpose",
+    "outcome",
+    "reason",
+    "message_type",
+    "participant",
+    "handler",
+    "message_id",
+    "actor",
+    "delay_s",
+    "note",
+)
+
+_KINDS = frozenset(k.value for k in HistoryKind)
+_PURPOSES = frozenset(p.value for p in Purpose)
+
+
 @dataclass(frozen=True, slots=True)
 class SagaRecord:
     """A saga row: identity, business data and state (``traceparent``: the W3C trace
-    context the saga was started in, if any)."""
+    context the saga was started in, if any; ``definition_*``: the version, fingerprint
+    and shape of the definition it runs under, None when recorded before versions)."""
 
     id: uuid.UUID
     saga_type: str
@@ -35,27 +60,9 @@ class SagaRecord:
     created_at: datetime
     updated_at: datetime
     traceparent: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One line of a saga's history."""
-
-    kind: str
-    detail: str
-    step: str | None = None
-    message_id: uuid.UUID | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
-    """A stored history line."""
-
-    at: datetime
-    kind: str
-    step: str | None
-    message_id: uuid.UUID | None
-    detail: str
+    definition_version: int | None = None
+    definition_fingerprint: str | None = None
+    definition_shape: tuple[str, ...] | None = None
 
 
 class SagaRepository:
@@ -79,6 +86,7 @@ class SagaRepository:
                     "updated_at": stored.updated_at,
                     "version": stored.version,
                     "traceparent": stored.traceparent,
+                    **_definition_columns(stored),
                     **_state_columns(stored.state),
                 }
             ],
@@ -106,7 +114,7 @@ class SagaRepository:
         row = (await session.execute(query)).first()
         if row is None:
             return None
-        record = _record(row)
+        record = record_from_row(row)
         if for_update:
             known[saga_id] = record
         return record
@@ -125,7 +133,7 @@ class SagaRepository:
             select(sagas).where(sagas.c.id.in_(wanted)).order_by(sagas.c.id).with_for_update()
         )
         for row in rows:
-            known[row.id] = _record(row)
+            known[row.id] = record_from_row(row)
 
     async def save(
         self, session: AsyncSession, record: SagaRecord, state: SagaState, now: datetime
@@ -144,6 +152,7 @@ class SagaRepository:
                 "version": saved.version,
                 "updated_at": now,
                 "data": record.data,
+                **_definition_columns(record),
                 **_state_columns(state),
             },
         )
@@ -161,17 +170,7 @@ class SagaRepository:
         defer_insert(
             session,
             saga_events,
-            [
-                {
-                    "saga_id": saga_id,
-                    "at": now,
-                    "kind": e.kind,
-                    "step": e.step,
-                    "message_id": e.message_id,
-                    "detail": e.detail[:2000],
-                }
-                for e in entries
-            ],
+            [{"saga_id": saga_id, "at": now, **_history_columns(e)} for e in entries],
         )
 
     async def history(self, session: AsyncSession, saga_id: uuid.UUID) -> list[HistoryRow]:
@@ -179,7 +178,7 @@ class SagaRepository:
         rows = await session.execute(
             select(saga_events).where(saga_events.c.saga_id == saga_id).order_by(saga_events.c.id)
         )
-        return [HistoryRow(r.at, r.kind, r.step, r.message_id, r.detail) for r in rows]
+        return [_history_row(r) for r in rows]
 
     async def page(
         self,
@@ -203,7 +202,7 @@ class SagaRepository:
                 tuple_(sagas.c.created_at, sagas.c.id)
                 < tuple_(literal(created_at), literal(saga_id))
             )
-        return [_record(r) for r in await session.execute(query)]
+        return [record_from_row(r) for r in await session.execute(query)]
 
     async def claim_due(self, session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
         """Lock up to ``limit`` sagas whose wake-up time has passed.
@@ -227,6 +226,38 @@ def _known(session: AsyncSession) -> dict[uuid.UUID, SagaRecord]:
     if known is None:
         known = cache[_LOCKED] = {}
     return known
+
+
+def _history_columns(entry: HistoryEntry) -> dict[str, Any]:
+    columns = {name: getattr(entry, name) for name in _HISTORY_FIELDS}
+    # Free text is bounded: a participant's reason or an error can be anything.
+    for name in ("reason", "note"):
+        if columns[name] is not None:
+            columns[name] = columns[name][:2000]
+    return columns
+
+
+def _history_row(row: Row[Any]) -> HistoryRow:
+    values = {name: getattr(row, name) for name in _HISTORY_FIELDS}
+    kind = values.pop("kind")
+    purpose = values.pop("purpose")
+    return HistoryRow(
+        at=row.at,
+        # A kind this version does not know (written by a newer one) reads as prose.
+        kind=HistoryKind(kind) if kind in _KINDS else HistoryKind.TRANSITION,
+        purpose=Purpose(purpose) if purpose in _PURPOSES else None,
+        **values,
+    )
+
+
+def _definition_columns(record: SagaRecord) -> dict[str, Any]:
+    return {
+        "definition_version": record.definition_version,
+        "definition_fingerprint": record.definition_fingerprint,
+        "definition_shape": None
+        if record.definition_shape is None
+        else list(record.definition_shape),
+    }
 
 
 def _state_columns(state: SagaState) -> dict[str, Any]:
@@ -267,7 +298,8 @@ def _step_from_json(raw: dict[str, Any]) -> StepState:
     )
 
 
-def _record(row: Row[Any]) -> SagaRecord:
+def record_from_row(row: Row[Any]) -> SagaRecord:
+    """The record of a row of ``sagas.sagas`` (every column selected)."""
     state = SagaState(
         status=SagaStatus(row.status),
         phase=Phase(row.phase),
@@ -290,4 +322,7 @@ def _record(row: Row[Any]) -> SagaRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         traceparent=row.traceparent,
+        definition_version=row.definition_version,
+        definition_fingerprint=row.definition_fingerprint,
+        definition_shape=None if row.definition_shape is None else tuple(row.definition_shape),
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sagaway.orchestrator.dsl import Action, Local, ResolvedRetryPolicy, RetryPolicy, SagaDefinition
+from sagaway.orchestrator.history import TIMEOUT, HistoryEntry, HistoryKind, Purpose
 from sagaway.orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
 
 # ---------------------------------------------------------------- events
@@ -72,7 +73,7 @@ class SendCommand:
     message_id: uuid.UUID
     action: Action
     step: str | None
-    purpose: str  # "action", "compensation" or "epilogue"
+    purpose: Purpose
     attempt: int
 
 
@@ -82,7 +83,7 @@ class RunLocal:
 
     local: Local
     step: str | None
-    purpose: str
+    purpose: Purpose
 
 
 Effect = SendCommand | RunLocal
@@ -94,7 +95,7 @@ class Transition:
 
     state: SagaState
     effects: tuple[Effect, ...] = ()
-    notes: tuple[str, ...] = ()
+    notes: tuple[HistoryEntry, ...] = ()
     ignored: bool = False
 
 
@@ -122,7 +123,8 @@ class SagaMachine:
             cursor=0,
             steps=tuple(StepState(name=s.name) for s in self.definition.steps),
         )
-        return self._begin(state, Phase.FORWARD, 0, 1, now, next_message_id, ("saga started",))
+        started = HistoryEntry(kind=HistoryKind.SAGA_STARTED)
+        return self._begin(state, Phase.FORWARD, 0, 1, now, next_message_id, (started,))
 
     def apply(self, state: SagaState, event: Event) -> Transition:
         """Apply ``event`` to ``state``."""
@@ -141,7 +143,12 @@ class SagaMachine:
     def passed_pivot(self, state: SagaState) -> bool:
         """True once the pivot step succeeded: the saga can only go forward."""
         pivot = self.definition.pivot_index
-        return pivot is not None and state.steps[pivot].status is StepStatus.SUCCEEDED
+        return (
+            pivot is not None
+            # A saga started under an older definition may have fewer steps.
+            and pivot < len(state.steps)
+            and state.steps[pivot].status is StepStatus.SUCCEEDED
+        )
 
     def policy_for(self, state: SagaState) -> ResolvedRetryPolicy:
         """The retry policy of whatever the cursor points at."""
@@ -159,7 +166,7 @@ class SagaMachine:
             or state.pending is None
             or event.causation_id != state.pending
         ):
-            return Transition(state, notes=("stale reply ignored",), ignored=True)
+            return Transition(state, ignored=True)
         return self._on_result(state, event.outcome, event.reason, event)
 
     def _on_result(
@@ -172,7 +179,7 @@ class SagaMachine:
             return self._rejected(state, reason or "rejected", event)
         # A technical failure, or a compensation that was "rejected": compensations and
         # the epilogue must not fail for business reasons, so retry them.
-        return self._technical_failure(state, reason or "technical error", event)
+        return self._technical_failure(state, outcome.value, reason or "technical error", event)
 
     def _on_wake(self, state: SagaState, event: WokeUp) -> Transition:
         if not state.status.is_active or state.wake_at is None or event.now < state.wake_at:
@@ -181,6 +188,7 @@ class SagaMachine:
             timeout = self.policy_for(state).timeout_s
             return self._technical_failure(
                 replace(state, pending=None, wake_at=None),
+                TIMEOUT,
                 f"no reply within {timeout:g}s",
                 event,
             )
@@ -191,7 +199,7 @@ class SagaMachine:
             state.attempt + 1,
             event.now,
             event.next_message_id,
-            (f"retry attempt {state.attempt + 1}",),
+            (self._entry(HistoryKind.RETRY_STARTED, state, attempt=state.attempt + 1),),
         )
 
     def _on_retry(self, state: SagaState, event: RetryRequested) -> Transition:
@@ -213,7 +221,7 @@ class SagaMachine:
             1,
             event.now,
             event.next_message_id,
-            ("operator retry: fresh attempt budget",),
+            (self._entry(HistoryKind.SAGA_RESUMED, state),),
         )
 
     def _on_abort(self, state: SagaState, event: AbortRequested) -> Transition:
@@ -231,7 +239,7 @@ class SagaMachine:
             state,
             state.cursor,
             event,
-            ("operator abort: compensating",),
+            (self._entry(HistoryKind.SAGA_ABORTED, state),),
             include_failed=True,
         )
 
@@ -239,8 +247,8 @@ class SagaMachine:
 
     def _succeeded(self, state: SagaState, event: Event) -> Transition:
         i = state.cursor
-        name = self._name_at(state)
         if state.phase is Phase.FORWARD:
+            name = state.steps[i].name
             state = state.with_step(
                 i, status=StepStatus.SUCCEEDED, finished_at=event.now, error=None
             )
@@ -251,11 +259,13 @@ class SagaMachine:
                 1,
                 event.now,
                 event.next_message_id,
-                (f"step {name} succeeded",),
+                (HistoryEntry(kind=HistoryKind.STEP_SUCCEEDED, step=name),),
             )
         if state.phase is Phase.COMPENSATE:
+            name = state.steps[i].name
             state = state.with_step(i, status=StepStatus.COMPENSATED, finished_at=event.now)
-            return self._compensate_from(state, i - 1, event, (f"step {name} compensated",))
+            compensated = HistoryEntry(kind=HistoryKind.STEP_COMPENSATED, step=name)
+            return self._compensate_from(state, i - 1, event, (compensated,))
         return self._begin(
             state,
             Phase.EPILOGUE,
@@ -263,53 +273,59 @@ class SagaMachine:
             1,
             event.now,
             event.next_message_id,
-            (f"{name} done",),
+            (self._entry(HistoryKind.EPILOGUE_DONE, state),),
         )
 
     def _rejected(self, state: SagaState, reason: str, event: Event) -> Transition:
         i = state.cursor
         name = state.steps[i].name
+        rejected = HistoryEntry(kind=HistoryKind.STEP_REJECTED, step=name, reason=reason)
         state = state.with_step(i, status=StepStatus.FAILED, finished_at=event.now, error=reason)
         if self.passed_pivot(state):
             # After the pivot nothing may be undone: an operator has to look.
             return self._fail(
                 state,
                 f"{name} rejected after the pivot: {reason}",
-                (f"step {name} rejected: {reason}",),
+                (rejected,),
             )
         state = replace(state, rejection_reason=reason, failure_reason=reason)
-        return self._compensate_from(state, i - 1, event, (f"step {name} rejected: {reason}",))
+        return self._compensate_from(state, i - 1, event, (rejected,))
 
-    def _technical_failure(self, state: SagaState, error: str, event: Event) -> Transition:
+    def _technical_failure(
+        self, state: SagaState, outcome: str, error: str, event: Event
+    ) -> Transition:
         policy = self.policy_for(state)
         name = self._name_at(state)
         label = name if state.phase is Phase.FORWARD else f"{name} ({state.phase})"
-        note = f"{label} attempt {state.attempt} failed: {error}"
+        note = self._entry(HistoryKind.ATTEMPT_FAILED, state, outcome=outcome, reason=error)
         if state.phase in (Phase.FORWARD, Phase.COMPENSATE):
             state = state.with_step(state.cursor, error=error)
         if state.attempt < policy.max_attempts:
             delay = policy.backoff_s(state.attempt)
             return Transition(
                 replace(state, wake_at=event.now + timedelta(seconds=delay)),
-                notes=(note, f"retrying in {delay:g}s"),
+                notes=(note, self._entry(HistoryKind.RETRY_SCHEDULED, state, delay_s=delay)),
             )
         if state.phase is Phase.FORWARD:
             state = state.with_step(state.cursor, status=StepStatus.FAILED, finished_at=event.now)
         reason = f"{label} failed after {state.attempt} attempts: {error}"
         return self._fail(state, reason, (note,))
 
-    def _fail(self, state: SagaState, reason: str, notes: tuple[str, ...]) -> Transition:
+    def _fail(self, state: SagaState, reason: str, notes: tuple[HistoryEntry, ...]) -> Transition:
         state = replace(
             state, status=SagaStatus.FAILED, failure_reason=reason, pending=None, wake_at=None
         )
-        return Transition(state, notes=(*notes, f"saga FAILED: {reason}"))
+        ended = HistoryEntry(
+            kind=HistoryKind.SAGA_ENDED, outcome=SagaStatus.FAILED.value, reason=reason
+        )
+        return Transition(state, notes=(*notes, ended))
 
     def _compensate_from(
         self,
         state: SagaState,
         index: int,
         event: Event,
-        notes: tuple[str, ...],
+        notes: tuple[HistoryEntry, ...],
         *,
         include_failed: bool = False,
     ) -> Transition:
@@ -335,7 +351,7 @@ class SagaMachine:
         attempt: int,
         now: datetime,
         message_id: uuid.UUID,
-        notes: tuple[str, ...],
+        notes: tuple[HistoryEntry, ...],
     ) -> Transition:
         """Start attempt ``attempt`` of the action at ``(phase, index)``."""
         state = replace(
@@ -343,23 +359,25 @@ class SagaMachine:
         )
         if phase is Phase.FORWARD and index >= len(self.definition.steps):
             done = replace(state, status=SagaStatus.COMPLETED, phase=Phase.DONE, cursor=index)
-            return Transition(done, notes=(*notes, "saga COMPLETED"))
+            ended = HistoryEntry(kind=HistoryKind.SAGA_ENDED, outcome=SagaStatus.COMPLETED.value)
+            return Transition(done, notes=(*notes, ended))
         if phase is Phase.EPILOGUE and index >= len(self.definition.on_compensated):
             done = replace(state, status=SagaStatus.COMPENSATED, phase=Phase.DONE)
-            return Transition(done, notes=(*notes, "saga COMPENSATED"))
+            ended = HistoryEntry(kind=HistoryKind.SAGA_ENDED, outcome=SagaStatus.COMPENSATED.value)
+            return Transition(done, notes=(*notes, ended))
 
         step_name: str | None
         if phase is Phase.EPILOGUE:
             action = self.definition.on_compensated[index]
             step_name = None
-            purpose = "epilogue"
+            purpose = Purpose.EPILOGUE
         else:
             step = self.definition.steps[index]
             step_name = step.name
             s = state.steps[index]
             if phase is Phase.FORWARD:
                 action = step.action
-                purpose = "action"
+                purpose = Purpose.ACTION
                 state = state.with_step(
                     index,
                     status=StepStatus.RUNNING,
@@ -370,7 +388,7 @@ class SagaMachine:
             else:
                 assert step.compensation is not None
                 action = step.compensation
-                purpose = "compensation"
+                purpose = Purpose.COMPENSATION
                 state = state.with_step(
                     index,
                     status=StepStatus.COMPENSATING,
@@ -387,6 +405,42 @@ class SagaMachine:
             message_id=message_id, action=action, step=step_name, purpose=purpose, attempt=attempt
         )
         return Transition(state, (command,), notes)
+
+    def _entry(
+        self,
+        kind: HistoryKind,
+        state: SagaState,
+        *,
+        attempt: int | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        delay_s: float | None = None,
+    ) -> HistoryEntry:
+        """An entry about whatever the cursor points at (its step, purpose, attempt)."""
+        step: str | None = None
+        message_type: str | None = None
+        handler: str | None = None
+        if state.phase is Phase.EPILOGUE:
+            action = self.definition.on_compensated[state.cursor]
+            purpose = Purpose.EPILOGUE
+            if isinstance(action, Local):
+                handler = action.handler
+            else:
+                message_type = action.command
+        else:
+            step = state.steps[state.cursor].name
+            purpose = Purpose.ACTION if state.phase is Phase.FORWARD else Purpose.COMPENSATION
+        return HistoryEntry(
+            kind=kind,
+            step=step,
+            purpose=purpose,
+            attempt=state.attempt if attempt is None else attempt,
+            message_type=message_type,
+            handler=handler,
+            outcome=outcome,
+            reason=reason,
+            delay_s=delay_s,
+        )
 
     def _name_at(self, state: SagaState) -> str:
         if state.phase is Phase.EPILOGUE:

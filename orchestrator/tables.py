@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -54,6 +55,12 @@ sagas = Table(
     # The trace the saga was started in: the sweeper's and operators' actions on the
     # saga join it, so one saga stays one trace however late it is resumed.
     Column("traceparent", String(55)),
+    # The definition the saga started under (SagaDefinition.version, .fingerprint and
+    # .shape): the start-up check compares it with the current one. NULL for a saga
+    # recorded before definitions had versions (only its step names are known).
+    Column("definition_version", Integer),
+    Column("definition_fingerprint", String(16)),
+    Column("definition_shape", JSONB),
     # Only sagas waiting for a deadline or a backoff have wake_at set, so the sweeper's
     # query reads a small index however many finished sagas there are.
     Index("ix_sagas_wake_at", "wake_at", postgresql_where=text("wake_at IS NOT NULL")),
@@ -74,10 +81,21 @@ saga_events = Table(
     Column("id", BigInteger, Identity(always=True), primary_key=True),
     Column("saga_id", Uuid, ForeignKey("sagas.sagas.id", ondelete="CASCADE"), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Typed fields (orchestrator.history.HistoryEntry); sentences are rendered from
+    # them where they are shown.
     Column("kind", String(32), nullable=False),
     Column("step", String(64)),
+    Column("attempt", Integer),
+    Column("purpose", String(16)),
+    Column("outcome", String(16)),
+    Column("reason", Text),
+    Column("message_type", String(128)),
+    Column("participant", String(64)),
+    Column("handler", String(128)),
     Column("message_id", Uuid),
-    Column("detail", Text, nullable=False),
+    Column("actor", String(64)),
+    Column("delay_s", Float),
+    Column("note", Text),
     Index("ix_saga_events_saga", "saga_id", "id"),
 )
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sagaway.cli_options import AppOption, application_or_exit, use_app
 from sagaway.logging import configure_logging
 from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
+from sagaway.orchestrator.history import HistoryRow
 from sagaway.orchestrator.repository import SagaRecord
 from sagaway.orchestrator.state import SagaStatus
 from sagaway.orchestrator.state_machine import InvalidRequest
@@ -131,12 +132,32 @@ def show_cmd(
             raise typer.Exit(1)
         out = _summary(record)
         out["history"] = [
-            {"at": h.at.isoformat(), "kind": h.kind, "step": h.step, "detail": h.detail}
-            for h in await engine.repository.history(session, saga_id)
+            _history_json(h) for h in await engine.repository.history(session, saga_id)
         ]
         typer.echo(json.dumps(out, indent=2))
 
     _run(work, app_spec)
+
+
+_HISTORY_FIELDS = (
+    *("attempt", "purpose", "outcome", "reason", "message_type", "participant"),
+    *("handler", "message_id", "actor", "delay_s", "note"),
+)
+
+
+def _history_json(entry: HistoryRow) -> dict[str, Any]:
+    """An entry as JSON: its sentence, then whichever typed fields it has."""
+    out: dict[str, Any] = {
+        "at": entry.at.isoformat(),
+        "kind": entry.kind.value,
+        "step": entry.step,
+        "detail": entry.detail,
+    }
+    for name in _HISTORY_FIELDS:
+        value = getattr(entry, name)
+        if value is not None:
+            out[name] = value if isinstance(value, int | float) else str(value)
+    return out
 
 
 def _act(

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.dsl import RetryPolicy
 from sagaway.orchestrator.engine import LocalResult, SagaContext
+from sagaway.orchestrator.history import HistoryEntry
 from sagaway.orchestrator.participants import Failed, Reply, Succeeded
 from sagaway.orchestrator.protocol import ReplyBody
 from sagaway.orchestrator.state import Outcome, SagaState
@@ -143,8 +144,9 @@ class SagaHarness:
         """Every command sent, in order."""
         self.local_calls: list[LocalCall] = []
         """Every local step run, in order."""
-        self.notes: list[str] = []
-        """The state machine's notes (what the saga's history would say), in order."""
+        self.notes: list[HistoryEntry] = []
+        """The state machine's history entries (typed: kind, step, attempt, outcome,
+        reason, …; ``describe(entry)`` renders one as a sentence), in order."""
         self._locals: dict[str, LocalScript] = dict(local_steps or {})
         self._state: SagaState | None = None
         self._by_id: dict[uuid.UUID, SentCommand] = {}

@@ -178,10 +178,7 @@ async def get_timeline(
             for lane in story.lanes
         ],
         epilogue=story.epilogue,
-        history=[
-            HistoryItem(at=h.at, kind=h.kind, step=h.step, message_id=h.message_id, detail=h.detail)
-            for h in story.history
-        ],
+        history=[HistoryItem.of(h) for h in story.history],
         actions=SagaActionsView(
             retry=story.can_retry, abort=story.can_abort, abort_blocked=story.abort_blocked
         ),

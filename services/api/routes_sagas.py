@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, HTTPException, Query
 
+from sagaway.orchestrator.history import HistoryKind, HistoryRow, Purpose
 from sagaway.orchestrator.repository import SagaRecord
 from sagaway.services.api.dependencies import EngineDep, ReadSessionsDep, SessionDep, WatcherDep
 from sagaway.services.api.responses import UNAVAILABLE, invalid, not_a_uuid, problem
@@ -33,28 +35,39 @@ WaitS = Annotated[
 
 _MESSAGE_ID = "c3a9e1f4-7b2d-4e6a-9f1c-8d5b2a7e3f10"
 _REPLY_ID = "9d2e4f6a-1b3c-4d5e-8f7a-6b5c4d3e2f1a"
+_T_SENT = datetime(2025, 3, 1, 12, 0, 0, 180000, tzinfo=UTC)
+_T_REPLY = datetime(2025, 3, 1, 12, 0, 0, 240000, tzinfo=UTC)
+# Made from typed entries, so the example's sentences are the ones the API renders.
 _HISTORY_EXAMPLE = [
-    {
-        "at": "2025-03-01T12:00:00.180000Z",
-        "kind": "command_sent",
-        "step": "authorize_payment",
-        "message_id": _MESSAGE_ID,
-        "detail": "AuthorizePayment to payment (action, attempt 1)",
-    },
-    {
-        "at": "2025-03-01T12:00:00.240000Z",
-        "kind": "reply_received",
-        "step": "authorize_payment",
-        "message_id": _REPLY_ID,
-        "detail": "PaymentRejected (rejected: insufficient_funds)",
-    },
-    {
-        "at": "2025-03-01T12:00:00.240000Z",
-        "kind": "transition",
-        "step": "reserve_inventory",
-        "message_id": None,
-        "detail": "step authorize_payment rejected: insufficient_funds",
-    },
+    HistoryItem.of(row).model_dump(mode="json")
+    for row in (
+        HistoryRow(
+            at=_T_SENT,
+            kind=HistoryKind.COMMAND_SENT,
+            step="authorize_payment",
+            attempt=1,
+            purpose=Purpose.ACTION,
+            message_type="AuthorizePayment",
+            participant="payment",
+            message_id=uuid.UUID(_MESSAGE_ID),
+        ),
+        HistoryRow(
+            at=_T_REPLY,
+            kind=HistoryKind.REPLY_RECEIVED,
+            step="authorize_payment",
+            attempt=1,
+            outcome="rejected",
+            reason="insufficient_funds",
+            message_type="PaymentRejected",
+            message_id=uuid.UUID(_REPLY_ID),
+        ),
+        HistoryRow(
+            at=_T_REPLY,
+            kind=HistoryKind.STEP_REJECTED,
+            step="authorize_payment",
+            reason="insufficient_funds",
+        ),
+    )
 ]
 
 
@@ -150,7 +163,4 @@ async def get_saga_history(
     if await engine.repository.get(session, saga_id) is None:
         raise HTTPException(status_code=404, detail="saga not found")
     rows = await engine.repository.history(session, saga_id)
-    return [
-        HistoryItem(at=r.at, kind=r.kind, step=r.step, message_id=r.message_id, detail=r.detail)
-        for r in rows
-    ]
+    return [HistoryItem.of(r) for r in rows]

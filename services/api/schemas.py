@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.config import JsonDict
 
+from sagaway.orchestrator.history import HistoryRow
 from sagaway.services.contracts import SKU_PATTERN
 
 # Example values shared by the models' OpenAPI examples, so the examples agree.
@@ -281,7 +282,8 @@ class SagaActionAccepted(BaseModel):
 
 
 class HistoryItem(BaseModel):
-    """One line of a saga's history."""
+    """One entry of a saga's history: typed fields, and ``detail``, a sentence made of
+    them for people (which fields are set depends on ``kind``)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -292,16 +294,60 @@ class HistoryItem(BaseModel):
                     "step": "authorize_payment",
                     "message_id": _MESSAGE_ID,
                     "detail": "AuthorizePayment to payment (action, attempt 1)",
+                    "attempt": 1,
+                    "purpose": "action",
+                    "outcome": None,
+                    "reason": None,
+                    "message_type": "AuthorizePayment",
+                    "participant": "payment",
+                    "handler": None,
+                    "actor": None,
+                    "delay_s": None,
+                    "note": None,
                 }
             ]
         }
     )
 
     at: datetime
-    kind: str
+    kind: str = Field(description="what happened: command_sent, reply_received, step_succeeded…")
     step: str | None
     message_id: uuid.UUID | None
-    detail: str
+    detail: str = Field(description="the entry as a sentence, rendered from the fields")
+    attempt: int | None = Field(default=None, description="attempt number within its budget")
+    purpose: str | None = Field(default=None, description="action, compensation or epilogue")
+    outcome: str | None = Field(
+        default=None,
+        description="succeeded, rejected, failed or timeout; the final status for saga_ended",
+    )
+    reason: str | None = Field(default=None, description="rejection reason or error")
+    message_type: str | None = Field(default=None, description="command sent or reply received")
+    participant: str | None = Field(default=None, description="where a command went")
+    handler: str | None = Field(default=None, description="the local action that ran")
+    actor: str | None = Field(default=None, description="who asked, for admin_retry/admin_abort")
+    delay_s: float | None = Field(default=None, description="backoff before the next attempt")
+    note: str | None = Field(default=None, description="prose, for entries with nothing else")
+
+    @classmethod
+    def of(cls, row: HistoryRow) -> HistoryItem:
+        """The API's view of a stored history entry."""
+        return cls(
+            at=row.at,
+            kind=row.kind.value,
+            step=row.step,
+            message_id=row.message_id,
+            detail=row.detail,
+            attempt=row.attempt,
+            purpose=None if row.purpose is None else row.purpose.value,
+            outcome=row.outcome,
+            reason=row.reason,
+            message_type=row.message_type,
+            participant=row.participant,
+            handler=row.handler,
+            actor=row.actor,
+            delay_s=row.delay_s,
+            note=row.note,
+        )
 
 
 class FaultUpdate(_Strict):

@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sagaway.orchestrator.dsl import Action, Local, RetryPolicy, SagaDefinition, Step
 from sagaway.orchestrator.engine import LocalResult, Routing, SagaContext, SagaEngine
-from sagaway.orchestrator.repository import HistoryEntry, SagaRecord, SagaRepository
+from sagaway.orchestrator.history import HistoryEntry, HistoryKind
+from sagaway.orchestrator.repository import SagaRecord, SagaRepository
 from sagaway.orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
 from sagaway.orchestrator.tables import outbox, saga_events, sagas
 from sagaway.outbox import deferred
@@ -169,13 +170,9 @@ async def outbox_ids(db: AsyncEngine, exchange: str) -> list[tuple[int, uuid.UUI
 
 
 async def history_details(db: AsyncEngine, saga_id: uuid.UUID) -> list[str]:
-    async with db.connect() as conn:
-        rows = await conn.execute(
-            select(saga_events.c.detail)
-            .where(saga_events.c.saga_id == saga_id)
-            .order_by(saga_events.c.id)
-        )
-        return list(rows.scalars())
+    """The saga's history as the API renders it, one sentence per entry."""
+    async with AsyncSession(db) as session:
+        return [row.detail for row in await SagaRepository().history(session, saga_id)]
 
 
 async def test_a_transaction_deferring_to_several_tables_sends_one_statement_at_commit(
@@ -190,11 +187,15 @@ async def test_a_transaction_deferring_to_several_tables_sends_one_statement_at_
     async with counted.sessions() as session:
         await session.begin()
         await add_saga(session, fresh)
-        await repo.record(session, fresh, [HistoryEntry(kind="transition", detail="started")], NOW)
+        await repo.record(
+            session, fresh, [HistoryEntry(kind=HistoryKind.TRANSITION, note="started")], NOW
+        )
         await writer.add(session, *messages)
         done = state(SagaStatus.COMPLETED, cursor=2)
         await repo.save(session, record, done, NOW)
-        await repo.record(session, existing, [HistoryEntry(kind="transition", detail="done")], NOW)
+        await repo.record(
+            session, existing, [HistoryEntry(kind=HistoryKind.TRANSITION, note="done")], NOW
+        )
         # Deferring sends nothing...
         assert counted.sent() == []
         await session.commit()
@@ -235,7 +236,7 @@ async def test_outbox_rows_get_ids_in_the_order_they_were_deferred(
             await writer.add(session, *reversed(batch))
             sent.extend(reversed(batch))
             # Another table deferred between the calls.
-            entry = HistoryEntry(kind="transition", detail=f"call {call}")
+            entry = HistoryEntry(kind=HistoryKind.TRANSITION, note=f"call {call}")
             await repo.record(session, saga_id, [entry], NOW)
 
     written = await outbox_ids(db, scratch.exchange)
@@ -321,7 +322,7 @@ async def test_values_of_every_type_round_trip_exactly(
             "kind": "transition",
             "step": None if n % 2 else "first",
             "message_id": uuid.uuid4() if n % 2 else None,
-            "detail": f"line {n}",
+            "note": f"line {n}",
         }
         for n in range(4)
     ]
@@ -342,7 +343,7 @@ async def test_values_of_every_type_round_trip_exactly(
         }
         stored_events = (
             await conn.execute(
-                select(saga_events.c.step, saga_events.c.message_id, saga_events.c.detail)
+                select(saga_events.c.step, saga_events.c.message_id, saga_events.c.note)
                 .where(saga_events.c.saga_id == ids[1])
                 .order_by(saga_events.c.id)
             )
@@ -368,8 +369,8 @@ async def test_values_of_every_type_round_trip_exactly(
             row["traceparent"],
             row["last_error"],
         )
-    assert [(e.step, e.message_id, e.detail) for e in stored_events] == [
-        (e["step"], e["message_id"], e["detail"]) for e in events
+    assert [(e.step, e.message_id, e.note) for e in stored_events] == [
+        (e["step"], e["message_id"], e["note"]) for e in events
     ]
 
 
@@ -533,17 +534,19 @@ async def test_a_savepoint_rolled_back_restores_the_deferred_saga_state_of_its_s
         record = await repo.get(session, saga_id, for_update=True)
         assert record is not None
         saved = await repo.save(session, record, kept, NOW)
-        await repo.record(session, saga_id, [HistoryEntry(kind="transition", detail="kept")], NOW)
+        await repo.record(
+            session, saga_id, [HistoryEntry(kind=HistoryKind.TRANSITION, note="kept")], NOW
+        )
         with contextlib.suppress(RuntimeError):
             async with session.begin_nested():
                 await repo.save(session, saved, state(SagaStatus.FAILED, cursor=9), NOW)
-                entry = HistoryEntry(kind="transition", detail="undone")
+                entry = HistoryEntry(kind=HistoryKind.TRANSITION, note="undone")
                 await repo.record(session, saga_id, [entry], NOW)
                 raise RuntimeError("undo this part only")
         # The transaction's memory is back to what it was, not to nothing.
         assert await repo.get(session, saga_id, for_update=True) == saved
         async with session.begin_nested():  # released: what it deferred stays
-            entry = HistoryEntry(kind="transition", detail="released")
+            entry = HistoryEntry(kind=HistoryKind.TRANSITION, note="released")
             await repo.record(session, saga_id, [entry], NOW)
 
     row = await saga_row(db, saga_id)

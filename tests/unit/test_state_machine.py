@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sagaway.orchestrator.dsl import Local, RetryPolicy
+from sagaway.orchestrator.history import HistoryEntry, HistoryKind
 from sagaway.orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
 from sagaway.orchestrator.state_machine import (
     AbortRequested,
@@ -211,7 +212,8 @@ def test_happy_path_completes_with_every_step_succeeded_once(machine: SagaMachin
     assert [s.attempts for s in t.state.steps] == [1, 1, 1, 1]
     assert [s.finished_at for s in t.state.steps] == [at(1), at(2), at(3), at(4)]
     assert all(s.error is None for s in t.state.steps)
-    assert "saga COMPLETED" in t.notes
+    assert HistoryEntry(kind=HistoryKind.SAGA_ENDED, outcome="COMPLETED") in t.notes
+    assert "saga COMPLETED" in [n.detail for n in t.notes]
 
 
 def test_every_command_carries_the_next_message_id_it_was_given(machine: SagaMachine) -> None:

@@ -5,12 +5,7 @@
 
 import { fmtDuration, fmtTime, s } from "./dom.js";
 
-// The shapes of the history lines the orchestrator writes (orchestrator/engine.py).
-const COMMAND_RE = /^(\S+) to (\S+) \((action|compensation|epilogue), attempt (\d+)\)$/;
-const OUTCOME_RE = /^(\S+) \((succeeded|failed|rejected)(?::\s*([\s\S]*))?\)$/;
-const TIMEOUT_RE = /attempt (\d+) failed: (no reply within [^\n]*)$/;
-const END_RE = /^saga (COMPLETED|COMPENSATED|FAILED)/;
-
+// History entries are typed (orchestrator/history.py): the timeline reads their fields.
 export const EPILOGUE_LANE = "after compensation";
 const ACTIVE = new Set(["RUNNING", "COMPENSATING"]);
 
@@ -34,38 +29,35 @@ export function buildModel(story, nowMs) {
     const t = Date.parse(e.at);
     if (e.kind === "command_sent") {
       if (open) close(t, "superseded");
-      const m = COMMAND_RE.exec(e.detail) || [];
       open = {
         lane: e.step || EPILOGUE_LANE,
-        purpose: m[3] || "action",
-        attempt: Number(m[4] || 1),
-        command: m[1] || e.detail,
-        participant: m[2] || "",
+        purpose: e.purpose || "action",
+        attempt: e.attempt || 1,
+        command: e.message_type || e.detail,
+        participant: e.participant || "",
         start: t,
         sentId: e.message_id,
       };
     } else if (e.kind === "reply_received") {
-      const m = OUTCOME_RE.exec(e.detail) || [];
       if (open) {
-        close(t, m[2] || "succeeded", { reply: m[1] || e.detail, reason: m[3] || null, replyId: e.message_id });
+        close(t, e.outcome || "succeeded", { reply: e.message_type || e.detail, reason: e.reason, replyId: e.message_id });
       }
-    } else if (e.kind === "transition") {
-      const timeout = TIMEOUT_RE.exec(e.detail);
-      if (timeout && open) close(t, "timeout", { reason: timeout[2] });
-      const end = END_RE.exec(e.detail);
-      if (end) markers.push({ t, type: "end", status: end[1], label: end[1], detail: e.detail });
-      if (e.detail === "saga started") markers.push({ t, type: "start", label: "started", detail: e.detail });
+    } else if (e.kind === "attempt_failed") {
+      if (e.outcome === "timeout" && open) close(t, "timeout", { reason: e.reason });
+    } else if (e.kind === "saga_ended") {
+      markers.push({ t, type: "end", status: e.outcome, label: e.outcome, detail: e.detail });
+    } else if (e.kind === "saga_started") {
+      markers.push({ t, type: "start", label: "started", detail: e.detail });
     } else if (e.kind === "local_action") {
-      const m = OUTCOME_RE.exec(e.detail) || [];
       spans.push({
         lane: e.step || EPILOGUE_LANE,
-        purpose: e.step ? "action" : "epilogue",
+        purpose: e.purpose || (e.step ? "action" : "epilogue"),
         local: true,
-        command: m[1] || e.detail,
+        command: e.handler || e.detail,
         start: t,
         end: t,
-        outcome: m[2] || "succeeded",
-        reason: m[3] || null,
+        outcome: e.outcome || "succeeded",
+        reason: e.reason,
       });
     } else if (e.kind === "stale_reply") {
       markers.push({ t, type: "stale", label: "", detail: `${e.detail} (message ${e.message_id})` });
@@ -356,13 +348,11 @@ export function messageRows(history) {
   const rows = [];
   for (const e of history) {
     if (e.kind === "command_sent") {
-      const m = COMMAND_RE.exec(e.detail) || [];
-      rows.push({ at: e.at, direction: "sent", type: m[1] || e.detail, peer: m[2] || "", step: e.step, note: m[3] ? `${m[3]}, attempt ${m[4]}` : "", id: e.message_id });
+      rows.push({ at: e.at, direction: "sent", type: e.message_type || e.detail, peer: e.participant || "", step: e.step, note: e.purpose ? `${e.purpose}, attempt ${e.attempt}` : "", id: e.message_id });
     } else if (e.kind === "reply_received") {
-      const m = OUTCOME_RE.exec(e.detail) || [];
-      rows.push({ at: e.at, direction: "received", type: m[1] || e.detail, peer: "", step: e.step, note: m[2] ? `${m[2]}${m[3] ? `: ${m[3]}` : ""}` : "", id: e.message_id });
+      rows.push({ at: e.at, direction: "received", type: e.message_type || e.detail, peer: "", step: e.step, note: e.outcome ? `${e.outcome}${e.reason ? `: ${e.reason}` : ""}` : "", id: e.message_id });
     } else if (e.kind === "stale_reply") {
-      rows.push({ at: e.at, direction: "stale", type: e.detail.split(" ")[0], peer: "", step: e.step, note: "ignored: not for the attempt in flight", id: e.message_id });
+      rows.push({ at: e.at, direction: "stale", type: e.message_type || e.detail, peer: "", step: e.step, note: "ignored: not for the attempt in flight", id: e.message_id });
     }
   }
   return rows;
