@@ -22,8 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from sagaway.application_loader import load_application
+from sagaway.definition_report import report_definitions
 from sagaway.orchestrator.application import SagaApp
-from sagaway.outbox.database import create_engine, ensure_database
+from sagaway.outbox.database import create_engine, ensure_database, session_factory
 from sagaway.outbox.settings import Settings, redact_url
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,7 @@ async def migrate(settings: Settings, application: SagaApp | None = None) -> Non
             await connection.run_sync(_participant_tables, application)
             if application.migrations:
                 await connection.run_sync(_upgrade_application, application)
+        await report_definitions(session_factory(engine), application)
     finally:
         await engine.dispose()
     log.info(

@@ -118,6 +118,22 @@ def list_cmd(
     _run(work, app_spec)
 
 
+@sagas_app.command("check-definitions")
+def check_definitions_cmd(app_spec: AppOption = None) -> None:
+    """Check every unfinished saga against the application's current definitions: name
+    those that cannot finish under them (a step they ran was removed or moved, their
+    saga type is gone). Exit code 1 when there is one, 0 otherwise. `sagaway migrate`
+    and the orchestrator run the same check at start and log what it finds."""
+    from sagaway.orchestrator.definition_check import check_definitions
+
+    async def work(session: AsyncSession, _: SagaEngine) -> int:
+        report = await check_definitions(session, application(Settings()).definitions)
+        typer.echo(report.render())
+        return 0 if report.ok else 1
+
+    raise typer.Exit(_run(work, app_spec))
+
+
 @sagas_app.command("show")
 def show_cmd(
     saga_id: Annotated[uuid.UUID, typer.Argument(help="The saga's id.")],

@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sagaway.definition_report import report_definitions
 from sagaway.metrics_server import serve_metrics
 from sagaway.orchestrator.application import Names
 from sagaway.orchestrator.engine import SagaEngine
@@ -33,6 +34,7 @@ async def run_orchestrator(settings: Settings, *, stop: asyncio.Event | None = N
     engine = build_engine(settings)
     async with resources(settings, name="sagaway-orchestrator") as res:
         serve_metrics(settings, readiness(res))
+        await report_definitions(res.sessions, application(settings))
         consumer = Consumer(
             queue=Names(settings.namespace).queue(ORCHESTRATOR),
             inbox=Inbox(application(settings).inbox_tables[ORCHESTRATOR], ORCHESTRATOR),

@@ -3,6 +3,10 @@ refusing) sagas started under an older definition."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +16,7 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from sagaway.definition_report import report_definitions
 from sagaway.orchestrator.definition_check import check_definitions
 from sagaway.orchestrator.dsl import Action, RetryPolicy, SagaDefinition, Step
 from sagaway.orchestrator.engine import Routing, SagaEngine
@@ -24,6 +29,8 @@ from sagaway.outbox.envelope import Envelope
 from sagaway.outbox.errors import Unprocessable
 from sagaway.outbox.settings import Settings
 from sagaway.outbox.writer import OutboxWriter
+from sagaway.services.order_app import order_app
+from tests.support import captured_log_events
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +207,32 @@ async def test_the_engine_refuses_a_saga_whose_step_was_removed(
     assert history[-1].kind is HistoryKind.DEFINITION_REFUSED
     assert history[-1].detail == "not driven: step b, which it is at, was removed"
     assert due == after.state.wake_at
+
+
+async def test_start_up_reports_and_the_command_names_what_cannot_finish(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], trip: Trip
+) -> None:
+    # The trip's saga type is not in the order application: under it, neither can finish.
+    at_a, at_b = await _two_sagas(sessions, trip)
+
+    with captured_log_events("sagaway.definition_report") as events:
+        report = await report_definitions(sessions, order_app)
+
+    warned = {e.get("saga_id") for e in events if e.get("reason")}
+    assert {str(at_a), str(at_b)} <= warned
+    assert {f.saga_id for f in report.findings} >= {at_a, at_b}
+
+    env = {**os.environ, "SAGAWAY_DATABASE_URL": settings.database_url}
+    env.pop("SAGAWAY_APP", None)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sagaway", "sagas", "check-definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"saga {at_b} ({trip.name}" in result.stdout
+    assert f"saga type {trip.name} no longer exists" in result.stdout
