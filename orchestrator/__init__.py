@@ -1,4 +1,4 @@
-"""The saga orchestrator: a typed DSL, a pure state machine, and the engine around it."""
+"""The saga orchestrator: a typed DSL, a pure state machine, and the coordinator around it."""
 
 from sagaway.orchestrator.dsl import Action, Local, RetryPolicy, SagaDefinition, Step
 

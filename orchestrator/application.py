@@ -21,8 +21,8 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagaway.orchestrator import tables as orchestrator_tables
+from sagaway.orchestrator.coordinator import Clock, LocalHandler, Routing, SagaCoordinator
 from sagaway.orchestrator.dsl import Action, DefinitionError, Local, RetryPolicy, SagaDefinition
-from sagaway.orchestrator.engine import Clock, LocalHandler, Routing, SagaEngine
 from sagaway.orchestrator.participants import (
     COMMAND_FAILED,
     ORCHESTRATOR,
@@ -264,10 +264,12 @@ class SagaApp:
             delivery_limit=settings.delivery_limit,
         )
 
-    def saga_engine(self, settings: Settings, *, clock: Clock | None = None) -> SagaEngine:
-        """The saga engine of this application's sagas and local steps, with the
+    def saga_coordinator(
+        self, settings: Settings, *, clock: Clock | None = None
+    ) -> SagaCoordinator:
+        """The saga coordinator of this application's sagas and local steps, with the
         default retry policy and broker names of ``settings``."""
-        return SagaEngine(
+        return SagaCoordinator(
             definitions=self.definitions,
             defaults=default_retry_policy(settings),
             local_handlers=self.local_steps,

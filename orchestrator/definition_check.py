@@ -5,7 +5,7 @@ the components start driving sagas, this check reads every saga that is not fini
 (RUNNING, COMPENSATING, or FAILED and waiting for an operator) whose recorded
 fingerprint is not its type's current one, and reports those that cannot finish
 (``definition_compat`` says why). The others will move onto the current definition
-the next time the engine drives them.
+the next time the coordinator drives them.
 
 It only reads, through the session it is given; what to do with the report (log it,
 refuse to start, print it) is the caller's choice.

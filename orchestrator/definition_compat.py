@@ -7,7 +7,7 @@ be the same steps at the same places. What lies ahead of the cursor (steps added
 changed or removed there) and retry policies (not part of the shape) may change
 freely: the saga simply runs the current definition from its cursor on.
 
-Pure functions over values: the engine asks before it drives a saga, the start-up
+Pure functions over values: the coordinator asks before it drives a saga, the start-up
 check (``definition_check``) asks for every unfinished saga.
 """
 

@@ -1,6 +1,6 @@
 """A small typed DSL for saga definitions, validated when a definition is built.
 
-A definition is data: the engine reads it, the state machine walks it, and nothing in
+A definition is data: the coordinator reads it, the state machine walks it, and nothing in
 it performs I/O. Payload builders are pure functions of the saga's data.
 """
 

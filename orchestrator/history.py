@@ -1,6 +1,6 @@
 """A saga's history as data: typed entries, and the one place they become sentences.
 
-The engine and the state machine record what happened as fields (which step, which
+The coordinator and the state machine record what happened as fields (which step, which
 attempt, what came back and why); the API, the dashboard and the CLI render them.
 Nothing parses a sentence back.
 """
@@ -36,7 +36,7 @@ class HistoryKind(StrEnum):
     SAGA_RESUMED = "saga_resumed"
     SAGA_ABORTED = "saga_aborted"
     SAGA_ENDED = "saga_ended"
-    # The engine would not drive the saga: its definition changed under it.
+    # The coordinator would not drive the saga: its definition changed under it.
     DEFINITION_REFUSED = "definition_refused"
     # A move recorded as prose only (history written before entries were typed).
     TRANSITION = "transition"

@@ -1,6 +1,6 @@
 """Prometheus metrics of the sagas themselves.
 
-Observed by the engine when it writes a state change, inside the transaction: a
+Observed by the coordinator when it writes a state change, inside the transaction: a
 transaction that then rolls back (rare: a crash or lost connection) has been counted
 once more than it took effect, and the redelivered message counts it again.
 """

@@ -1,6 +1,6 @@
 """Read-side saga queries for operators: filtered lists, counts and recent endings.
 
-Kept apart from the repository, which serves the engine's writes: these queries only
+Kept apart from the repository, which serves the coordinator's writes: these queries only
 read, and each is shaped to stay on an index however many sagas are kept (see the
 indexes of ``orchestrator.tables.sagas``).
 """

@@ -10,18 +10,18 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.orchestrator.application import SagaApp
-from sagaway.orchestrator.engine import SagaEngine
+from sagaway.orchestrator.coordinator import SagaCoordinator
 from sagaway.outbox.settings import Settings
 
-_ENGINES: dict[int, tuple[SagaApp, SagaEngine]] = {}
+_ENGINES: dict[int, tuple[SagaApp, SagaCoordinator]] = {}
 
 
-def _engine(app: SagaApp, settings: Settings | None) -> SagaEngine:
+def _engine(app: SagaApp, settings: Settings | None) -> SagaCoordinator:
     if settings is not None:
-        return app.saga_engine(settings)
+        return app.saga_coordinator(settings)
     cached = _ENGINES.get(id(app))
     if cached is None or cached[0] is not app:
-        cached = _ENGINES[id(app)] = (app, app.saga_engine(Settings()))
+        cached = _ENGINES[id(app)] = (app, app.saga_coordinator(Settings()))
     return cached[1]
 
 

@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.claims import claim_for_saga, set_saga_status
+from sagaway.orchestrator.coordinator import LocalHandler, LocalResult, SagaContext
 from sagaway.orchestrator.dsl import (
     Action,
     DefinitionError,
@@ -34,7 +35,6 @@ from sagaway.orchestrator.dsl import (
     SagaDefinition,
     Step,
 )
-from sagaway.orchestrator.engine import LocalHandler, LocalResult, SagaContext
 from sagaway.orchestrator.participants import (
     CommandContext,
     Failed,

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.cli_options import AppOption, application_or_exit, use_app
 from sagaway.logging import configure_logging
-from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
+from sagaway.orchestrator.coordinator import SagaCoordinator, SagaNotFound
 from sagaway.orchestrator.history import HistoryRow
 from sagaway.orchestrator.repository import SagaRecord
 from sagaway.orchestrator.state import SagaStatus
@@ -27,7 +27,7 @@ from sagaway.orchestrator.state_machine import InvalidRequest
 from sagaway.outbox.database import create_engine, session_factory
 from sagaway.outbox.settings import Settings
 from sagaway.services.ops.sagas import BadCursor, abort_saga, list_sagas, retry_saga
-from sagaway.wiring import application, build_engine
+from sagaway.wiring import application, build_coordinator
 
 sagas_app = typer.Typer(
     help="Inspect and repair sagas (list, show, retry, abort).", no_args_is_help=True
@@ -36,14 +36,14 @@ sagas_app = typer.Typer(
 T = TypeVar("T")
 
 
-def _run(work: Callable[[AsyncSession, SagaEngine], Awaitable[T]], app_spec: str | None) -> T:
+def _run(work: Callable[[AsyncSession, SagaCoordinator], Awaitable[T]], app_spec: str | None) -> T:
     settings = _cli_settings(app_spec)
 
     async def main() -> T:
         db = create_engine(settings.database_url, pool_size=1)
         try:
             async with session_factory(db)() as session:
-                return await work(session, build_engine(settings))
+                return await work(session, build_coordinator(settings))
         finally:
             await db.dispose()
 
@@ -99,9 +99,9 @@ def list_cmd(
 ) -> None:
     """List sagas newest first, one line each."""
 
-    async def work(session: AsyncSession, engine: SagaEngine) -> None:
+    async def work(session: AsyncSession, coordinator: SagaCoordinator) -> None:
         try:
-            page = await list_sagas(session, engine, status=status, limit=limit, cursor=cursor)
+            page = await list_sagas(session, coordinator, status=status, limit=limit, cursor=cursor)
         except BadCursor:
             typer.echo("error: --cursor is not a cursor this command printed", err=True)
             raise typer.Exit(2) from None
@@ -126,7 +126,7 @@ def check_definitions_cmd(app_spec: AppOption = None) -> None:
     and the orchestrator run the same check at start and log what it finds."""
     from sagaway.orchestrator.definition_check import check_definitions
 
-    async def work(session: AsyncSession, _: SagaEngine) -> int:
+    async def work(session: AsyncSession, _: SagaCoordinator) -> int:
         report = await check_definitions(session, application(Settings()).definitions)
         typer.echo(report.render())
         return 0 if report.ok else 1
@@ -141,14 +141,14 @@ def show_cmd(
 ) -> None:
     """Show a saga, its steps and its whole history, as JSON."""
 
-    async def work(session: AsyncSession, engine: SagaEngine) -> None:
-        record = await engine.repository.get(session, saga_id)
+    async def work(session: AsyncSession, coordinator: SagaCoordinator) -> None:
+        record = await coordinator.repository.get(session, saga_id)
         if record is None:
             typer.echo(f"error: no saga {saga_id}", err=True)
             raise typer.Exit(1)
         out = _summary(record)
         out["history"] = [
-            _history_json(h) for h in await engine.repository.history(session, saga_id)
+            _history_json(h) for h in await coordinator.repository.history(session, saga_id)
         ]
         typer.echo(json.dumps(out, indent=2))
 
@@ -178,14 +178,14 @@ def _history_json(entry: HistoryRow) -> dict[str, Any]:
 
 def _act(
     saga_id: uuid.UUID,
-    action: Callable[[AsyncSession, SagaEngine, uuid.UUID], Awaitable[Any]],
+    action: Callable[[AsyncSession, SagaCoordinator, uuid.UUID], Awaitable[Any]],
     verb: str,
     app_spec: str | None,
 ) -> None:
-    async def work(session: AsyncSession, engine: SagaEngine) -> None:
+    async def work(session: AsyncSession, coordinator: SagaCoordinator) -> None:
         try:
             async with session.begin():
-                state = await action(session, engine, saga_id)
+                state = await action(session, coordinator, saga_id)
         except SagaNotFound:
             typer.echo(f"error: no saga {saga_id}", err=True)
             raise typer.Exit(1) from None
@@ -259,7 +259,7 @@ def outbox_dead_cmd(
     """List outbox messages parked as dead, with their last error."""
     from sagaway.services.ops.outbox_admin import dead_rows
 
-    async def work(session: AsyncSession, _: SagaEngine) -> None:
+    async def work(session: AsyncSession, _: SagaCoordinator) -> None:
         rows = await dead_rows(session, application(Settings()).outbox_tables, limit=limit)
         for r in rows:
             typer.echo(
@@ -280,7 +280,7 @@ def outbox_retry_cmd(
     from sagaway.services.ops.audit import record_action
     from sagaway.services.ops.outbox_admin import requeue_dead
 
-    async def work(session: AsyncSession, _: SagaEngine) -> None:
+    async def work(session: AsyncSession, _: SagaCoordinator) -> None:
         async with session.begin():
             outbox = await requeue_dead(session, application(Settings()).outbox_tables, message_id)
             if outbox is None:

@@ -1,4 +1,4 @@
-"""Builds the saga engine and the command dispatchers from settings and the
+"""Builds the saga coordinator and the command dispatchers from settings and the
 application: the composition root."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.application_loader import load_application
 from sagaway.orchestrator.application import Names, SagaApp
+from sagaway.orchestrator.coordinator import SagaCoordinator
 from sagaway.orchestrator.dispatcher import CommandDispatcher, OutageCheck, ReplyAddress
-from sagaway.orchestrator.engine import SagaEngine
 from sagaway.orchestrator.participants import ORCHESTRATOR
 from sagaway.outbox.amqp import Topology
 from sagaway.outbox.settings import Settings
@@ -20,9 +20,9 @@ def application(settings: Settings) -> SagaApp:
     return load_application(settings.app)
 
 
-def build_engine(settings: Settings, app: SagaApp | None = None) -> SagaEngine:
-    """The saga engine of the application's sagas and local steps."""
-    return (app or application(settings)).saga_engine(settings)
+def build_coordinator(settings: Settings, app: SagaApp | None = None) -> SagaCoordinator:
+    """The saga coordinator of the application's sagas and local steps."""
+    return (app or application(settings)).saga_coordinator(settings)
 
 
 def build_topology(settings: Settings, app: SagaApp | None = None) -> Topology:

@@ -3,7 +3,7 @@
 No database, no broker, no sleeping: the test plays every participant (scripted
 replies), the sweeper (a clock it moves) and the operator (retry, abort). Commands are
 built by the definition's own payload builders from the saga's data, and a succeeded
-reply's ``output`` is merged into that data, as the engine does; so a test sees exactly
+reply's ``output`` is merged into that data, as the coordinator does; so a test sees exactly
 what each participant would receive.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from sagaway.orchestrator.application import SagaApp
+from sagaway.orchestrator.coordinator import LocalResult, SagaContext
 from sagaway.orchestrator.dsl import RetryPolicy
-from sagaway.orchestrator.engine import LocalResult, SagaContext
 from sagaway.orchestrator.history import HistoryEntry
 from sagaway.orchestrator.participants import Failed, Reply, Succeeded
 from sagaway.orchestrator.protocol import ReplyBody
@@ -203,7 +203,7 @@ class SagaHarness:
         any.
 
         Raises:
-            HarnessError: nothing awaits a reply, or the reply is one the engine would
+            HarnessError: nothing awaits a reply, or the reply is one the coordinator would
                 refuse (a type the participant does not answer with, a reason longer
                 than the protocol allows, an output that is not JSON).
         """
@@ -261,13 +261,13 @@ class SagaHarness:
         sent. Raises ``InvalidRequest`` past the pivot or when not FAILED."""
         return self._operator(AbortRequested(now=self.now, next_message_id=uuid.uuid4()))
 
-    # -- the engine's loop, without I/O
+    # -- the coordinator's loop, without I/O
 
     def _operator(self, event: Event) -> SentCommand | None:
         return self._drive(self.machine.apply(self.state, event))
 
     def _drive(self, transition: Transition) -> SentCommand | None:
-        """Run local steps until the saga waits for a reply or ends (the engine's
+        """Run local steps until the saga waits for a reply or ends (the coordinator's
         ``_advance``); returns the command sent, if any."""
         sent: SentCommand | None = None
         while True:
@@ -298,7 +298,7 @@ class SagaHarness:
             saga_id=self.saga_id,
             saga_type=self.saga_type,
             correlation_id=self.saga_id,
-            # The keys the engine adds for payload builders.
+            # The keys the coordinator adds for payload builders.
             data={**self.data, "saga_id": str(self.saga_id), "rejection_reason": rejection},
             rejection_reason=rejection,
         )
@@ -349,7 +349,7 @@ class SagaHarness:
         engine checks it."""
         route = self.app.participant(command.participant).routes[command.command]
         reply_type = route.default_reply_type(reply)
-        # A reply type the test names must be one the engine accepts; an unnamed one is
+        # A reply type the test names must be one the coordinator accepts; an unnamed one is
         # the test's shorthand (the harness scripts a participant's decision, not its
         # message type), so it is not held to the participant's naming.
         if reply.reply_type is not None and reply_type not in route.reply_types:

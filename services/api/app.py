@@ -52,7 +52,7 @@ def create_app(settings: Settings, application: SagaApp) -> FastAPI:
         app.state.autocommit_sessions = session_factory(
             db.execution_options(isolation_level="AUTOCOMMIT")
         )
-        app.state.saga_engine = application.saga_engine(settings)
+        app.state.saga_coordinator = application.saga_coordinator(settings)
         # One LISTEN connection per process wakes every long poll of GET /sagas/{id}.
         watcher = SagaEndWatcher(partial(raw_connect, settings.database_url))
         app.state.saga_watcher = watcher

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the per-request session, the engine, the application, the
+"""FastAPI dependencies: the per-request session, the coordinator, the application, the
 admin check.
 
 Every one is ``async def``, even those that never await: FastAPI runs a plain ``def``
@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sagaway.orchestrator.application import SagaApp
-from sagaway.orchestrator.engine import SagaEngine
+from sagaway.orchestrator.coordinator import SagaCoordinator
 from sagaway.outbox.settings import Settings
 from sagaway.services.api.saga_watch import SagaEndWatcher
 
@@ -49,8 +49,8 @@ async def _never_connect() -> None:
 _NOT_LISTENING = SagaEndWatcher(_never_connect)
 
 
-async def _engine(request: Request) -> SagaEngine:
-    engine: SagaEngine = request.app.state.saga_engine
+async def _engine(request: Request) -> SagaCoordinator:
+    engine: SagaCoordinator = request.app.state.saga_coordinator
     return engine
 
 
@@ -72,7 +72,7 @@ ReadSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_read_sess
 """Autocommit sessions, for reads of one statement each (no BEGIN/ROLLBACK round trips),
 and for a handler that must not hold a connection for its whole request (a long poll)."""
 WatcherDep = Annotated[SagaEndWatcher, Depends(_watcher)]
-EngineDep = Annotated[SagaEngine, Depends(_engine)]
+CoordinatorDep = Annotated[SagaCoordinator, Depends(_engine)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ApplicationDep = Annotated[SagaApp, Depends(_application)]
 

@@ -46,5 +46,5 @@ async def _attach(application: SagaApp, settings: Settings, request: Request) ->
     state.db_engine = db
     state.sessions = session_factory(db)
     state.autocommit_sessions = session_factory(db.execution_options(isolation_level="AUTOCOMMIT"))
-    state.saga_engine = application.saga_engine(settings)
+    state.saga_coordinator = application.saga_coordinator(settings)
     state.application = application

@@ -9,7 +9,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
+from sagaway.orchestrator.coordinator import SagaCoordinator, SagaNotFound
 from sagaway.orchestrator.state import SagaStatus
 from sagaway.orchestrator.state_machine import InvalidRequest
 from sagaway.outbox.amqp import Topology, connect
@@ -18,7 +18,7 @@ from sagaway.outbox.errors import BrokerUnavailable
 from sagaway.services.api.dependencies import (
     AdminDep,
     ApplicationDep,
-    EngineDep,
+    CoordinatorDep,
     SessionDep,
     SettingsDep,
 )
@@ -99,14 +99,14 @@ _DEAD_LETTERS_EXAMPLE = [
 )
 async def get_sagas(
     session: SessionDep,
-    engine: EngineDep,
+    coordinator: CoordinatorDep,
     _: AdminDep,
     status: SagaStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Cursor = None,
 ) -> SagaPage:
     """Sagas newest first, optionally of one status, ``limit`` at a time."""
-    page = await list_sagas(session, engine, status=status, limit=limit, cursor=cursor)
+    page = await list_sagas(session, coordinator, status=status, limit=limit, cursor=cursor)
     return SagaPage(items=[saga_view(r) for r in page.items], next_cursor=page.next_cursor)
 
 
@@ -121,14 +121,14 @@ async def get_sagas(
     },
 )
 async def post_retry(
-    saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, actor: AdminDep
+    saga_id: uuid.UUID, session: SessionDep, coordinator: CoordinatorDep, actor: AdminDep
 ) -> SagaActionAccepted:
     """Resume a FAILED saga where it failed, with a fresh attempt budget.
 
     The saga row is locked while the request runs: of concurrent retries one wins and
     the others find it no longer FAILED (409).
     """
-    return await _operate(retry_saga, saga_id, session, engine, actor)
+    return await _operate(retry_saga, saga_id, session, coordinator, actor)
 
 
 @router.post(
@@ -150,24 +150,24 @@ async def post_retry(
     },
 )
 async def post_abort(
-    saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, actor: AdminDep
+    saga_id: uuid.UUID, session: SessionDep, coordinator: CoordinatorDep, actor: AdminDep
 ) -> SagaActionAccepted:
     """Compensate a FAILED saga that has not passed its pivot; it ends COMPENSATED."""
-    return await _operate(abort_saga, saga_id, session, engine, actor)
+    return await _operate(abort_saga, saga_id, session, coordinator, actor)
 
 
 async def _operate(
     action: SagaAction,
     saga_id: uuid.UUID,
     session: AsyncSession,
-    engine: SagaEngine,
+    coordinator: SagaCoordinator,
     actor: str,
 ) -> SagaActionAccepted:
     """Run an operator action in its own transaction; map refusals to 404 and 409."""
     structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
     try:
         async with session.begin():
-            state = await action(session, engine, saga_id, actor=actor)
+            state = await action(session, coordinator, saga_id, actor=actor)
     except SagaNotFound as exc:
         raise HTTPException(status_code=404, detail="saga not found") from exc
     except InvalidRequest as exc:

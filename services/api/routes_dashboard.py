@@ -12,13 +12,13 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BeforeValidator
 
-from sagaway.orchestrator.engine import SagaNotFound
+from sagaway.orchestrator.coordinator import SagaNotFound
 from sagaway.orchestrator.queries import SagaFilter
 from sagaway.orchestrator.state import SagaStatus
 from sagaway.services.api.dependencies import (
     AdminDep,
     ApplicationDep,
-    EngineDep,
+    CoordinatorDep,
     SessionDep,
     SettingsDep,
 )
@@ -158,13 +158,13 @@ async def search_sagas(
     responses={404: problem("No saga has this id", "saga not found"), 422: not_a_uuid("saga_id")},
 )
 async def get_timeline(
-    saga_id: uuid.UUID, session: SessionDep, engine: EngineDep, _: AdminDep
+    saga_id: uuid.UUID, session: SessionDep, coordinator: CoordinatorDep, _: AdminDep
 ) -> SagaTimelineView:
     """The saga, its definition's steps, its whole history, and whether retry and abort
     would be accepted now (and why not)."""
     structlog.contextvars.bind_contextvars(saga_id=str(saga_id))
     try:
-        story = await dashboard.saga_story(session, engine, saga_id)
+        story = await dashboard.saga_story(session, coordinator, saga_id)
     except SagaNotFound as exc:
         raise HTTPException(status_code=404, detail="saga not found") from exc
     customer = story.record.data.get("customer_id")

@@ -11,7 +11,12 @@ from fastapi import APIRouter, HTTPException, Query
 
 from sagaway.orchestrator.history import HistoryKind, HistoryRow, Purpose
 from sagaway.orchestrator.repository import SagaRecord
-from sagaway.services.api.dependencies import EngineDep, ReadSessionsDep, SessionDep, WatcherDep
+from sagaway.services.api.dependencies import (
+    CoordinatorDep,
+    ReadSessionsDep,
+    SessionDep,
+    WatcherDep,
+)
 from sagaway.services.api.responses import UNAVAILABLE, invalid, not_a_uuid, problem
 from sagaway.services.api.schemas import HistoryItem, SagaView, StepView
 
@@ -119,7 +124,7 @@ def saga_view(record: SagaRecord) -> SagaView:
 async def get_saga(
     saga_id: uuid.UUID,
     sessions: ReadSessionsDep,
-    engine: EngineDep,
+    coordinator: CoordinatorDep,
     watcher: WatcherDep,
     wait_s: WaitS = 0,
 ) -> SagaView:
@@ -133,7 +138,7 @@ async def get_saga(
     # A transaction per read: a long poll holds no connection while it waits.
     async def read() -> SagaRecord | None:
         async with sessions() as session:
-            return await engine.repository.get(session, saga_id)
+            return await coordinator.repository.get(session, saga_id)
 
     if wait_s > 0:
         record = await watcher.wait_until(
@@ -156,11 +161,11 @@ async def get_saga(
     },
 )
 async def get_saga_history(
-    saga_id: uuid.UUID, session: SessionDep, engine: EngineDep
+    saga_id: uuid.UUID, session: SessionDep, coordinator: CoordinatorDep
 ) -> list[HistoryItem]:
     """Everything that happened to the saga, oldest first: commands sent, replies
     received (stale ones too), transitions, retries and admin actions."""
-    if await engine.repository.get(session, saga_id) is None:
+    if await coordinator.repository.get(session, saga_id) is None:
         raise HTTPException(status_code=404, detail="saga not found")
-    rows = await engine.repository.history(session, saga_id)
+    rows = await coordinator.repository.history(session, saga_id)
     return [HistoryItem.of(r) for r in rows]

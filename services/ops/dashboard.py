@@ -16,8 +16,8 @@ from sqlalchemy import ColumnElement, Select, Table, func, literal_column, selec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.orchestrator.application import SagaApp
+from sagaway.orchestrator.coordinator import SagaCoordinator, SagaNotFound
 from sagaway.orchestrator.dsl import Action, Local, SagaDefinition
-from sagaway.orchestrator.engine import SagaEngine, SagaNotFound
 from sagaway.orchestrator.queries import (
     FINISHED_STATUSES,
     SagaFilter,
@@ -243,13 +243,15 @@ class SagaStory:
     abort_blocked: str | None
 
 
-async def saga_story(session: AsyncSession, engine: SagaEngine, saga_id: uuid.UUID) -> SagaStory:
+async def saga_story(
+    session: AsyncSession, coordinator: SagaCoordinator, saga_id: uuid.UUID
+) -> SagaStory:
     """The saga, its history and the operator actions it allows; raises SagaNotFound."""
-    record = await engine.repository.get(session, saga_id)
+    record = await coordinator.repository.get(session, saga_id)
     if record is None:
         raise SagaNotFound(str(saga_id))
-    history = await engine.repository.history(session, saga_id)
-    machine = engine.machine(record.saga_type)
+    history = await coordinator.repository.history(session, saga_id)
+    machine = coordinator.machine(record.saga_type)
     state = record.state
     blocked: str | None = None
     if state.status is not SagaStatus.FAILED:

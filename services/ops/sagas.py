@@ -13,7 +13,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaway.orchestrator.engine import SagaEngine
+from sagaway.orchestrator.coordinator import SagaCoordinator
 from sagaway.orchestrator.repository import SagaRecord
 from sagaway.orchestrator.state import SagaState, SagaStatus
 from sagaway.services.ops.audit import record_action
@@ -23,7 +23,7 @@ class SagaAction(Protocol):
     """An operator action on one saga (retry or abort)."""
 
     async def __call__(
-        self, session: AsyncSession, engine: SagaEngine, saga_id: uuid.UUID, *, actor: str
+        self, session: AsyncSession, coordinator: SagaCoordinator, saga_id: uuid.UUID, *, actor: str
     ) -> SagaState: ...
 
 
@@ -70,7 +70,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def list_sagas(
     session: AsyncSession,
-    engine: SagaEngine,
+    coordinator: SagaCoordinator,
     *,
     status: SagaStatus | None,
     limit: int,
@@ -78,7 +78,7 @@ async def list_sagas(
 ) -> Page:
     """A page of sagas, newest first."""
     before = decode_cursor(cursor) if cursor else None
-    rows = await engine.repository.page(session, status=status, limit=limit + 1, before=before)
+    rows = await coordinator.repository.page(session, status=status, limit=limit + 1, before=before)
     items = rows[:limit]
     more = len(rows) > limit
     return Page(
@@ -88,10 +88,10 @@ async def list_sagas(
 
 
 async def retry_saga(
-    session: AsyncSession, engine: SagaEngine, saga_id: uuid.UUID, *, actor: str
+    session: AsyncSession, coordinator: SagaCoordinator, saga_id: uuid.UUID, *, actor: str
 ) -> SagaState:
     """Resume a FAILED saga with a fresh attempt budget (InvalidRequest otherwise)."""
-    state = await engine.retry(session, saga_id, actor=actor)
+    state = await coordinator.retry(session, saga_id, actor=actor)
     await record_action(
         session, actor=actor, action="saga.retry", target=str(saga_id), detail=state.status.value
     )
@@ -99,10 +99,10 @@ async def retry_saga(
 
 
 async def abort_saga(
-    session: AsyncSession, engine: SagaEngine, saga_id: uuid.UUID, *, actor: str
+    session: AsyncSession, coordinator: SagaCoordinator, saga_id: uuid.UUID, *, actor: str
 ) -> SagaState:
     """Compensate a FAILED saga before its pivot (InvalidRequest otherwise)."""
-    state = await engine.abort(session, saga_id, actor=actor)
+    state = await coordinator.abort(session, saga_id, actor=actor)
     await record_action(
         session, actor=actor, action="saga.abort", target=str(saga_id), detail=state.status.value
     )

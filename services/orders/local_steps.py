@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaway.orchestrator.engine import LocalHandler, LocalResult, SagaContext
+from sagaway.orchestrator.coordinator import LocalHandler, LocalResult, SagaContext
 from sagaway.orchestrator.state import Outcome
 from sagaway.services.orders.tables import orders
 

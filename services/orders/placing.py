@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaway.orchestrator.engine import SagaEngine
+from sagaway.orchestrator.coordinator import SagaCoordinator
 from sagaway.outbox.deferred import defer_guard, defer_insert, flush_deferred, guard_won
 from sagaway.services.api.schemas import OrderRequest
 from sagaway.services.orders.saga import ORDER_FULFILLMENT
@@ -36,7 +36,7 @@ def request_fingerprint(request: OrderRequest) -> str:
 
 async def place_order(
     session: AsyncSession,
-    engine: SagaEngine,
+    coordinator: SagaCoordinator,
     request: OrderRequest,
     *,
     idempotency_key: str | None,
@@ -89,7 +89,7 @@ async def place_order(
             }
         ],
     )
-    await engine.start(
+    await coordinator.start(
         session,
         saga_type=ORDER_FULFILLMENT.name,
         saga_id=saga_id,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Response
 from sqlalchemy import select
 
 from sagaway.services.api.dependencies import (
-    EngineDep,
+    CoordinatorDep,
     OneStatementSessionDep,
     ReadSessionsDep,
 )
@@ -46,7 +46,7 @@ async def create_order(
     body: OrderRequest,
     response: Response,
     session: OneStatementSessionDep,
-    engine: EngineDep,
+    coordinator: CoordinatorDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)
     ] = None,
@@ -59,7 +59,7 @@ async def create_order(
         async with session.begin():
             placed = await place_order(
                 session,
-                engine,
+                coordinator,
                 body,
                 idempotency_key=idempotency_key,
                 correlation_id=correlation_id,

@@ -23,8 +23,8 @@ from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from sagaway.orchestrator.coordinator import LocalResult, Routing, SagaContext, SagaCoordinator
 from sagaway.orchestrator.dsl import Action, Local, RetryPolicy, SagaDefinition, Step
-from sagaway.orchestrator.engine import LocalResult, Routing, SagaContext, SagaEngine
 from sagaway.orchestrator.history import HistoryEntry, HistoryKind
 from sagaway.orchestrator.repository import SagaRecord, SagaRepository
 from sagaway.orchestrator.state import Outcome, Phase, SagaState, SagaStatus, StepState, StepStatus
@@ -578,7 +578,7 @@ async def test_a_saga_started_with_a_local_step_first_sees_the_rows_deferred_bef
             ),
         ),
     )
-    engine = SagaEngine(
+    coordinator = SagaCoordinator(
         definitions={SAGA_TYPE: definition},
         defaults=RetryPolicy(max_attempts=3, initial_interval_s=1, max_interval_s=1, timeout_s=30),
         local_handlers={"test.read_order": read_order},
@@ -603,7 +603,7 @@ async def test_a_saga_started_with_a_local_step_first_sees_the_rows_deferred_bef
                 }
             ],
         )
-        started = await engine.start(
+        started = await coordinator.start(
             session,
             saga_type=SAGA_TYPE,
             saga_id=saga_id,

@@ -17,9 +17,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sagaway.definition_report import report_definitions
+from sagaway.orchestrator.coordinator import Routing, SagaCoordinator
 from sagaway.orchestrator.definition_check import check_definitions
 from sagaway.orchestrator.dsl import Action, RetryPolicy, SagaDefinition, Step
-from sagaway.orchestrator.engine import Routing, SagaEngine
 from sagaway.orchestrator.history import HistoryKind
 from sagaway.orchestrator.repository import SagaRepository
 from sagaway.orchestrator.state import SagaState, SagaStatus
@@ -57,9 +57,9 @@ class Trip:
         self.v2 = SagaDefinition(name=self.name, steps=(_step("a"), _step("c")), version=2)
         self.saga_ids: list[uuid.UUID] = []
 
-    def engine(self, definition: SagaDefinition, *, clock_s: float = 0) -> SagaEngine:
+    def engine(self, definition: SagaDefinition, *, clock_s: float = 0) -> SagaCoordinator:
         now = datetime.now(UTC) + timedelta(seconds=clock_s)
-        return SagaEngine(
+        return SagaCoordinator(
             definitions={self.name: definition},
             defaults=DEFAULTS,
             local_handlers={},
@@ -79,11 +79,11 @@ async def trip(settings: Settings, db: AsyncEngine) -> AsyncIterator[Trip]:
 
 
 async def _start(
-    sessions: async_sessionmaker[AsyncSession], engine: SagaEngine, trip: Trip
+    sessions: async_sessionmaker[AsyncSession], coordinator: SagaCoordinator, trip: Trip
 ) -> uuid.UUID:
     saga_id = uuid.uuid4()
     async with sessions() as session, session.begin():
-        await engine.start(
+        await coordinator.start(
             session, saga_type=trip.name, saga_id=saga_id, correlation_id=saga_id, data={}
         )
     return saga_id
@@ -107,11 +107,11 @@ def _reply(saga_id: uuid.UUID, state: SagaState) -> Envelope:
 
 
 async def _answer(
-    sessions: async_sessionmaker[AsyncSession], engine: SagaEngine, saga_id: uuid.UUID
+    sessions: async_sessionmaker[AsyncSession], coordinator: SagaCoordinator, saga_id: uuid.UUID
 ) -> None:
     record = await _state(sessions, saga_id)
     async with sessions() as session, session.begin():
-        await engine.handle_reply(session, _reply(saga_id, record.state))
+        await coordinator.handle_reply(session, _reply(saga_id, record.state))
 
 
 async def _two_sagas(

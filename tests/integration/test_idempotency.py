@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from sagaway.orchestrator.engine import SagaEngine
+from sagaway.orchestrator.coordinator import SagaCoordinator
 from sagaway.orchestrator.tables import outbox, sagas
 from sagaway.outbox.deferred import flush_deferred
 from sagaway.outbox.envelope import Envelope
@@ -17,12 +17,12 @@ from sagaway.outbox.settings import Settings
 from sagaway.services.api.schemas import OrderItem, OrderRequest
 from sagaway.services.orders.placing import IdempotencyKeyReused, PlacedOrder, place_order
 from sagaway.services.orders.tables import idempotency_keys, orders
-from sagaway.wiring import build_engine
+from sagaway.wiring import build_coordinator
 
 
 @pytest.fixture(scope="module")
-def engine(settings: Settings) -> SagaEngine:
-    return build_engine(settings)
+def engine(settings: Settings) -> SagaCoordinator:
+    return build_coordinator(settings)
 
 
 def order_request(customer_id: str, *, quantity: int = 2) -> OrderRequest:
@@ -34,7 +34,7 @@ def order_request(customer_id: str, *, quantity: int = 2) -> OrderRequest:
 
 async def place(
     sessions: async_sessionmaker[AsyncSession],
-    engine: SagaEngine,
+    coordinator: SagaCoordinator,
     request: OrderRequest,
     *,
     key: str | None,
@@ -42,7 +42,7 @@ async def place(
     """One request: its own session and transaction, committed as the API does."""
     async with sessions() as session, session.begin():
         return await place_order(
-            session, engine, request, idempotency_key=key, correlation_id=uuid.uuid4()
+            session, coordinator, request, idempotency_key=key, correlation_id=uuid.uuid4()
         )
 
 
@@ -67,13 +67,15 @@ async def commands_of(session: AsyncSession, saga_id: uuid.UUID) -> list[Envelop
 
 
 async def test_concurrent_requests_with_one_key_place_one_order(
-    sessions: async_sessionmaker[AsyncSession], engine: SagaEngine
+    sessions: async_sessionmaker[AsyncSession], coordinator: SagaCoordinator
 ) -> None:
     customer = f"c-{uuid.uuid4().hex[:12]}"
     key = f"key-{uuid.uuid4()}"
     request = order_request(customer)
 
-    placed = await asyncio.gather(*(place(sessions, engine, request, key=key) for _ in range(10)))
+    placed = await asyncio.gather(
+        *(place(sessions, coordinator, request, key=key) for _ in range(10))
+    )
 
     assert len({(p.order_id, p.saga_id) for p in placed}) == 1
     assert sorted(p.replayed for p in placed) == [False] + [True] * 9
@@ -95,16 +97,16 @@ async def test_concurrent_requests_with_one_key_place_one_order(
 
 
 async def test_the_same_key_with_another_body_is_refused(
-    sessions: async_sessionmaker[AsyncSession], engine: SagaEngine
+    sessions: async_sessionmaker[AsyncSession], coordinator: SagaCoordinator
 ) -> None:
     customer = f"c-{uuid.uuid4().hex[:12]}"
     key = f"key-{uuid.uuid4()}"
-    first = await place(sessions, engine, order_request(customer), key=key)
+    first = await place(sessions, coordinator, order_request(customer), key=key)
 
     with pytest.raises(IdempotencyKeyReused):
-        await place(sessions, engine, order_request(customer, quantity=3), key=key)
+        await place(sessions, coordinator, order_request(customer, quantity=3), key=key)
 
-    again = await place(sessions, engine, order_request(customer), key=key)
+    again = await place(sessions, coordinator, order_request(customer), key=key)
     assert (again.order_id, again.saga_id, again.replayed) == (first.order_id, first.saga_id, True)
     async with sessions() as session:
         assert await count_orders(session, customer) == 1
@@ -112,7 +114,7 @@ async def test_the_same_key_with_another_body_is_refused(
 
 
 async def test_order_saga_and_first_command_share_one_transaction(
-    sessions: async_sessionmaker[AsyncSession], engine: SagaEngine
+    sessions: async_sessionmaker[AsyncSession], coordinator: SagaCoordinator
 ) -> None:
     customer = f"c-{uuid.uuid4().hex[:12]}"
     key = f"key-{uuid.uuid4()}"
@@ -121,7 +123,7 @@ async def test_order_saga_and_first_command_share_one_transaction(
         await session.begin()
         placed = await place_order(
             session,
-            engine,
+            coordinator,
             order_request(customer),
             idempotency_key=key,
             correlation_id=uuid.uuid4(),

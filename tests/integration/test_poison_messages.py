@@ -46,7 +46,7 @@ from sagaway.services.api.schemas import OrderItem, OrderRequest
 from sagaway.services.inventory.stock import set_available
 from sagaway.services.orders.placing import place_order
 from sagaway.services.payment.credit import set_limit
-from sagaway.wiring import build_engine, build_topology
+from sagaway.wiring import build_coordinator, build_topology
 from tests.support import (
     INBOX_TABLES,
     OUTBOX_TABLES,
@@ -192,7 +192,7 @@ class Installation:
     async def place(self, n: int) -> None:
         """``n`` orders through the API's code path: every fifth short of stock, every
         fifth refused for credit, the rest completed."""
-        engine = build_engine(self.settings)
+        coordinator = build_coordinator(self.settings)
 
         async def one(i: int) -> uuid.UUID:
             customer, sku, quantity, price = {
@@ -205,7 +205,7 @@ class Installation:
             )
             async with self.sessions() as session, session.begin():
                 placed = await place_order(
-                    session, engine, request, idempotency_key=None, correlation_id=uuid.uuid4()
+                    session, coordinator, request, idempotency_key=None, correlation_id=uuid.uuid4()
                 )
             return placed.saga_id
 

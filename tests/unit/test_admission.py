@@ -12,7 +12,7 @@ from sagaway.outbox.admission import MAX_LOGGED_CHARS, Refusal, admit, clip
 from sagaway.outbox.envelope import Envelope
 from sagaway.outbox.errors import Unprocessable
 from sagaway.outbox.settings import Settings
-from sagaway.wiring import build_dispatcher, build_engine
+from sagaway.wiring import build_coordinator, build_dispatcher
 
 SECRET = "s3cret-in-the-payload"
 LIMIT = 4096
@@ -119,11 +119,11 @@ def test_a_participant_screens_out_what_it_has_no_handler_or_model_for() -> None
 
 
 def test_the_orchestrator_screens_out_what_is_no_reply() -> None:
-    engine = build_engine(Settings())
-    engine.screen_reply(_envelope("InventoryReserved", outcome="succeeded"))
-    assert _reason(engine.screen_reply, _envelope("ReserveInventory", outcome="succeeded")) == (
-        "unknown_type"
-    )
-    assert _reason(engine.screen_reply, _envelope("InventoryReserved", outcome="maybe")) == (
+    coordinator = build_coordinator(Settings())
+    coordinator.screen_reply(_envelope("InventoryReserved", outcome="succeeded"))
+    assert _reason(
+        coordinator.screen_reply, _envelope("ReserveInventory", outcome="succeeded")
+    ) == ("unknown_type")
+    assert _reason(coordinator.screen_reply, _envelope("InventoryReserved", outcome="maybe")) == (
         "invalid_payload"
     )

@@ -1,4 +1,4 @@
-"""The saga engine: applies events to sagas inside a transaction the caller owns.
+"""The saga coordinator: applies events to sagas inside a transaction the caller owns.
 
 It loads a saga under a row lock, lets the pure state machine decide, runs local
 actions, writes commands to the orchestrator's outbox and the history, and saves the
@@ -90,7 +90,7 @@ class Routing:
     commands_exchange: str
 
 
-class SagaEngine:
+class SagaCoordinator:
     """Applies events to sagas of the registered definitions."""
 
     def __init__(
@@ -125,7 +125,7 @@ class SagaEngine:
 
     @property
     def repository(self) -> SagaRepository:
-        """The saga repository the engine writes through."""
+        """The saga repository the coordinator writes through."""
         return self._repo
 
     def machine(self, saga_type: str) -> SagaMachine:
