@@ -60,16 +60,17 @@ def components(
     api_host: str,
     metrics_port_base: int = 0,
     *,
+    participants: Sequence[str],
     split: bool = False,
-    participants: Sequence[str] = ("inventory", "payment", "notification"),
 ) -> list[Child]:
     """The processes of a full installation.
 
-    By default two: the API, and ``sagaway backend`` (relay, orchestrator and the three
-    workers sharing one event loop). With ``split`` each of the six components gets a
-    process of its own. With ``metrics_port_base`` each non-HTTP process serves
-    /metrics on a port above it (the API serves its own on its HTTP port): relay +1,
-    orchestrator +2, inventory +3, payment +4, notification +5, backend +6.
+    By default two: the API, and ``sagaway backend`` (relay, orchestrator and a worker
+    per participant sharing one event loop). With ``split`` each component gets a
+    process of its own, a worker per name in ``participants``. With ``metrics_port_base``
+    each non-HTTP process serves /metrics on a port above it (the API serves its own on
+    its HTTP port): relay +1, orchestrator +2, the participants +3, +4, … in order (the
+    order application's inventory +3, payment +4, notification +5), backend +6.
     """
     api = Child("api", ["api", "--port", str(api_port), "--host", api_host])
     if not split:

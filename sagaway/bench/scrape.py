@@ -9,10 +9,15 @@ from urllib.parse import urlsplit
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from sagaway.services.order_app import order_app
 from sagaway.supervisor import DEFAULT_METRICS_PORT_BASE, components
 
 SampleKey = tuple[str, frozenset[tuple[str, str]]]
 """A sample's name (``x_total``, ``x_bucket``...) and its labels."""
+
+# The bench drives the order application's HTTP API, so it scrapes that application's
+# workers.
+ORDER = order_app.participant_names
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,8 @@ def default_sources(api_url: str) -> tuple[MetricsSource, ...]:
         host = f"[{host}]"
     # Both layouts: whichever is not running is simply not found.
     children = [
-        *components(0, host, DEFAULT_METRICS_PORT_BASE, split=True),
-        *components(0, host, DEFAULT_METRICS_PORT_BASE)[1:],
+        *components(0, host, DEFAULT_METRICS_PORT_BASE, participants=ORDER, split=True),
+        *components(0, host, DEFAULT_METRICS_PORT_BASE, participants=ORDER)[1:],
     ]
     return (
         MetricsSource("api", api_url.rstrip("/") + "/metrics/"),

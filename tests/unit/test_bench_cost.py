@@ -24,6 +24,7 @@ from sagaway.bench import (
     usage_of,
 )
 from sagaway.bench.saga import invariants_line
+from sagaway.services.order_app import order_app
 from sagaway.supervisor import DEFAULT_METRICS_PORT_BASE, components
 
 pytestmark = pytest.mark.unit
@@ -264,10 +265,18 @@ def test_the_sampler_reads_single_pids_own_cpu(tmp_path: Path) -> None:
 
 
 def test_sagaway_up_runs_two_processes_by_default_and_six_when_split() -> None:
-    shared = components(8000, "127.0.0.1", DEFAULT_METRICS_PORT_BASE)
+    shared = components(
+        8000, "127.0.0.1", DEFAULT_METRICS_PORT_BASE, participants=order_app.participant_names
+    )
     assert [(c.name, c.args[0]) for c in shared] == [("api", "api"), ("backend", "backend")]
     assert shared[1].env["SAGAWAY_METRICS_PORT"] == "9406"
-    split = components(8000, "127.0.0.1", DEFAULT_METRICS_PORT_BASE, split=True)
+    split = components(
+        8000,
+        "127.0.0.1",
+        DEFAULT_METRICS_PORT_BASE,
+        participants=order_app.participant_names,
+        split=True,
+    )
     assert [c.name for c in split] == [
         "api",
         "relay",
