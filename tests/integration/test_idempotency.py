@@ -21,7 +21,7 @@ from sagaway.wiring import build_coordinator
 
 
 @pytest.fixture(scope="module")
-def engine(settings: Settings) -> SagaCoordinator:
+def coordinator(settings: Settings) -> SagaCoordinator:
     return build_coordinator(settings)
 
 
