@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from sagaway.application_loader import load_application
@@ -30,6 +30,14 @@ from sagaway.outbox.settings import Settings, redact_url
 log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# Per row, only for rows no consumer claimed (migration 0008): a consumer publishes the
+# rows it commits itself, and the relay is woken only for the others.
+OUTBOX_NOTIFY_TRIGGER = (
+    'CREATE TRIGGER outbox_notify AFTER INSERT ON "{schema}".outbox '
+    "FOR EACH ROW WHEN (NEW.claim_token IS NULL) "
+    "EXECUTE FUNCTION public.sagaway_outbox_notify()"
+)
 
 
 def alembic_config() -> Config:
@@ -86,17 +94,16 @@ def _upgrade(connection: Connection) -> None:
 
 def _participant_tables(connection: Connection, application: SagaApp) -> None:
     """Create the outbox and inbox of every participant that has none yet, with the
-    trigger that wakes the relay (what migration 0004 gives sagaway's own)."""
+    trigger that wakes the relay for rows nobody claimed (what migrations 0004 and 0008
+    give sagaway's own). Tables that exist, sagaway's own included, are left as they
+    are: their history is their migrations'."""
     for participant in application.participants.values():
+        if inspect(connection).has_table("outbox", schema=participant.schema):
+            continue
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{participant.schema}"'))
         participant.outbox.create(connection, checkfirst=True)
         participant.inbox.create(connection, checkfirst=True)
-        connection.execute(
-            text(
-                f'CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON "{participant.schema}".'
-                "outbox FOR EACH STATEMENT EXECUTE FUNCTION public.sagaway_outbox_notify()"
-            )
-        )
+        connection.execute(text(OUTBOX_NOTIFY_TRIGGER.format(schema=participant.schema)))
 
 
 def application_alembic_config(application: SagaApp) -> Config:

@@ -219,3 +219,84 @@ async def test_two_concurrent_migrate_calls_in_one_process_both_succeed(
 
     assert results == [None, None]
     await _assert_at_head(fresh_database, db)
+
+
+async def test_a_new_participant_gets_an_outbox_that_wakes_the_relay_as_sagaway_s_do(
+    fresh_database: Settings,
+) -> None:
+    # An application with a participant sagaway's migrations know nothing of.
+    from pydantic import BaseModel
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from sagaway import (
+        Action,
+        CommandContext,
+        Participant,
+        Reply,
+        SagaApp,
+        SagaDefinition,
+        Step,
+        Succeeded,
+    )
+
+    class Ping(BaseModel):
+        n: int
+
+    pinger = Participant("pinger_migrations_test")
+
+    @pinger.handles(Ping)
+    async def ping(session: AsyncSession, command: Ping, ctx: CommandContext) -> Reply:
+        return Succeeded()
+
+    app = SagaApp(
+        "pings",
+        sagas=[
+            SagaDefinition(
+                name="pings",
+                steps=(
+                    Step(
+                        name="ping",
+                        action=Action(participant=pinger.name, command="Ping", payload=dict),
+                    ),
+                ),
+            )
+        ],
+        participants=[pinger],
+    )
+
+    await migrate(fresh_database, app)
+    await migrate(fresh_database, app)  # again: nothing changes, nothing fails
+
+    engine = create_engine(fresh_database.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            triggers = dict(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT n.nspname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                            "JOIN pg_class c ON c.oid = t.tgrelid "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE t.tgname = 'outbox_notify'"
+                        )
+                    )
+                ).all()
+            )
+            tables = set(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT table_name FROM information_schema.tables "
+                            "WHERE table_schema = :s"
+                        ),
+                        {"s": pinger.name},
+                    )
+                ).scalars()
+            )
+    finally:
+        await engine.dispose()
+    assert tables == {"outbox", "inbox"}
+    # The same trigger as sagaway's own participants, schema aside (and theirs untouched).
+    ours = triggers["inventory"].replace("inventory.", "SCHEMA.")
+    assert triggers[pinger.name].replace(f"{pinger.name}.", "SCHEMA.") == ours
+    assert "WHEN ((new.claim_token IS NULL))" in ours
