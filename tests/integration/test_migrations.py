@@ -13,10 +13,21 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from sagaway import (
+    Action,
+    CommandContext,
+    Participant,
+    Reply,
+    SagaApp,
+    SagaDefinition,
+    Step,
+    Succeeded,
+)
 from sagaway.migrate import migrate
 from sagaway.migrations.models import ALL_METADATA, SCHEMAS
 from sagaway.outbox.database import create_engine, ensure_database
@@ -221,27 +232,14 @@ async def test_two_concurrent_migrate_calls_in_one_process_both_succeed(
     await _assert_at_head(fresh_database, db)
 
 
+class Ping(BaseModel):
+    n: int
+
+
 async def test_a_new_participant_gets_an_outbox_that_wakes_the_relay_as_sagaway_s_do(
     fresh_database: Settings,
 ) -> None:
     # An application with a participant sagaway's migrations know nothing of.
-    from pydantic import BaseModel
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from sagaway import (
-        Action,
-        CommandContext,
-        Participant,
-        Reply,
-        SagaApp,
-        SagaDefinition,
-        Step,
-        Succeeded,
-    )
-
-    class Ping(BaseModel):
-        n: int
-
     pinger = Participant("pinger_migrations_test")
 
     @pinger.handles(Ping)
