@@ -217,7 +217,7 @@ class SagaCoordinator:
             raise Unprocessable(
                 f"saga {record.id} is not driven: {refusal}", reason="definition_changed"
             )
-        record = self._adopted(record)
+        record = await self._adopted(session, record)
         received = HistoryEntry(
             kind=HistoryKind.REPLY_RECEIVED,
             step=record.state.current_step,
@@ -246,6 +246,7 @@ class SagaCoordinator:
             # Data flows forward: later steps and compensations build their commands
             # from the saga's data, which now holds this step's output.
             record = replace(record, data={**record.data, **output})
+            await self._repo.set_data(session, record)
         await self._repo.record(session, record.id, [received], now)
         await self._drive(session, record, transition, now)
         return None
@@ -273,7 +274,7 @@ class SagaCoordinator:
         if refusal is not None:
             await self._postpone_refused(session, record, refusal, now)
             return
-        record = self._adopted(record)
+        record = await self._adopted(session, record)
         transition = self._machines[record.saga_type].apply(
             record.state, WokeUp(now=now, next_message_id=uuid.uuid4())
         )
@@ -307,7 +308,7 @@ class SagaCoordinator:
         refusal = self._refusal(record)
         if refusal is not None:
             raise InvalidRequest(f"saga cannot run under its type's current definition: {refusal}")
-        record = self._adopted(record)
+        record = await self._adopted(session, record)
         now = self._clock()
         event: Event = event_type(now=now, next_message_id=uuid.uuid4())
         transition = self._machines[record.saga_type].apply(record.state, event)
@@ -438,10 +439,10 @@ class SagaCoordinator:
             recorded_shape=record.definition_shape,
         )
 
-    def _adopted(self, record: SagaRecord) -> SagaRecord:
+    async def _adopted(self, session: AsyncSession, record: SagaRecord) -> SagaRecord:
         """The saga moved onto its type's current definition (one ``_refusal`` accepts):
-        the steps it reached stay, the ones ahead are the current ones. Saved with the
-        saga's next state."""
+        the steps it reached stay, the ones ahead are the current ones. The definition
+        is written now, the realigned steps with the saga's next state."""
         definition = self._machines[record.saga_type].definition
         if record.definition_fingerprint == definition.fingerprint:
             return record
@@ -452,13 +453,15 @@ class SagaCoordinator:
             recorded_version=record.definition_version,
             version=definition.version,
         )
-        return replace(
+        adopted = replace(
             record,
             state=realigned(record.state, definition),
             definition_version=definition.version,
             definition_fingerprint=definition.fingerprint,
             definition_shape=definition.shape,
         )
+        await self._repo.set_definition(session, adopted)
+        return adopted
 
     async def _postpone_refused(
         self, session: AsyncSession, record: SagaRecord, refusal: str, now: datetime

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import literal, select, tuple_
+from sqlalchemy import literal, select, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -138,26 +138,33 @@ class SagaRepository:
     async def save(
         self, session: AsyncSession, record: SagaRecord, state: SagaState, now: datetime
     ) -> SagaRecord:
-        """Write the new state (and data: a step's output is merged into it) of a saga
-        loaded ``for_update`` (sent at commit, one statement for every saga the
-        transaction changed); returns the new record."""
+        """Write the new state of a saga loaded ``for_update`` (sent at commit, one
+        statement for every saga the transaction changed); returns the new record.
+
+        Data and the recorded definition change rarely (a step's output, a definition
+        the saga moved onto) and are written when they do, by :meth:`set_data` and
+        :meth:`set_definition`: every deferred update of a table must set the same
+        columns, and these would cost each state change their serialization.
+        """
         saved = replace(record, state=state, version=record.version + 1, updated_at=now)
-        # Every deferred update of the table sets the same columns, so data goes too,
-        # changed or not.
         defer_update(
             session,
             sagas,
             record.id,
-            {
-                "version": saved.version,
-                "updated_at": now,
-                "data": record.data,
-                **_definition_columns(record),
-                **_state_columns(state),
-            },
+            {"version": saved.version, "updated_at": now, **_state_columns(state)},
         )
         _known(session)[record.id] = saved
         return saved
+
+    async def set_data(self, session: AsyncSession, record: SagaRecord) -> None:
+        """Write the saga's data now (a step's output was merged into it)."""
+        await session.execute(update(sagas).where(sagas.c.id == record.id).values(data=record.data))
+
+    async def set_definition(self, session: AsyncSession, record: SagaRecord) -> None:
+        """Write the definition the saga now runs under (it moved onto a new one)."""
+        await session.execute(
+            update(sagas).where(sagas.c.id == record.id).values(**_definition_columns(record))
+        )
 
     async def record(
         self,
