@@ -43,10 +43,10 @@ from sagaway.orchestrator.participants import (
     Reply,
     Succeeded,
 )
-from sagaway.orchestrator.starting import start_saga
 from sagaway.orchestrator.state import Outcome
 from sagaway.services.api.dependencies import ApplicationDep, SessionDep
 from sagaway.services.api.router import saga_router
+from sagaway.starting import start_saga
 
 __all__ = [
     "Action",

@@ -25,11 +25,11 @@ from sagaway.application_loader import load_application
 from sagaway.migrate import migrate
 from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.repository import SagaRepository
-from sagaway.orchestrator.starting import start_saga
 from sagaway.outbox.database import create_engine, raw_connect, session_factory
 from sagaway.outbox.settings import Settings
 from sagaway.runners.backend import run_backend
 from sagaway.services.ops.faults import FaultMode, set_mode
+from sagaway.starting import start_saga
 
 STOP_TIMEOUT_S = 30.0
 """How long the backend may take to finish what it holds when the stack stops."""
@@ -63,7 +63,7 @@ class SagaStack:
         self._check_running()
         async with self.sessions() as session, session.begin():
             return await start_saga(
-                session, self.app, saga_type, data, saga_id=saga_id, settings=self.settings
+                session, saga_type, data, app=self.app, saga_id=saga_id, settings=self.settings
             )
 
     async def saga(self, saga_id: uuid.UUID) -> dict[str, Any]:

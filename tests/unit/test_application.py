@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel
@@ -24,6 +24,7 @@ from sagaway import (
     SagaDefinition,
     Step,
     Succeeded,
+    start_saga,
 )
 from sagaway.application_loader import DEFAULT_APP, ApplicationNotFound, load_application
 from sagaway.cli import app as cli
@@ -169,3 +170,14 @@ def test_a_worker_for_a_participant_the_application_lacks_is_refused(
     assert result.exit_code == 2
     assert "no participant 'shipping'" in result.output
     assert "inventory, payment, notification" in result.output
+
+
+async def test_start_saga_refuses_an_unknown_type_and_data_that_is_not_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SAGAWAY_APP", DEFAULT_APP)
+    session = cast(AsyncSession, object())  # never reached: the checks come first
+    with pytest.raises(ValueError, match=r"has no saga 'trip_booking'.*order_fulfillment"):
+        await start_saga(session, "trip_booking", {})
+    with pytest.raises(ValueError, match="JSON values"):
+        await start_saga(session, "order_fulfillment", {"when": object()}, app=order_app)

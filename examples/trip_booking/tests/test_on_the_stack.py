@@ -51,9 +51,9 @@ async def book(stack: SagaStack, **changes: Any) -> tuple[uuid.UUID, uuid.UUID]:
         )
         await sagaway.start_saga(
             session,
-            stack.app,
             "trip_booking",
             {"booking_id": str(booking_id), **trip},
+            app=stack.app,
             saga_id=saga_id,
             settings=stack.settings,
         )

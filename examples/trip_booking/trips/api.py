@@ -77,9 +77,9 @@ async def book_trip(
         )
         await sagaway.start_saga(
             session,
-            app,
             "trip_booking",
             {"booking_id": str(booking_id), **body.model_dump(mode="json")},
+            app=app,
             saga_id=saga_id,
         )
     return TripAccepted(booking_id=booking_id, saga_id=saga_id)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sagaway.application_loader import load_application
 from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.coordinator import SagaCoordinator
 from sagaway.outbox.settings import Settings
@@ -27,10 +28,10 @@ def _engine(app: SagaApp, settings: Settings | None) -> SagaCoordinator:
 
 async def start_saga(
     session: AsyncSession,
-    app: SagaApp,
     saga_type: str,
     data: Mapping[str, Any],
     *,
+    app: SagaApp | None = None,
     saga_id: uuid.UUID | None = None,
     correlation_id: uuid.UUID | None = None,
     settings: Settings | None = None,
@@ -43,10 +44,11 @@ async def start_saga(
 
     Args:
         session: the caller's session, inside a transaction it commits.
-        app: the application that defines ``saga_type``.
         saga_type: the saga to start (``trip_booking``).
         data: the saga's data, JSON values only; steps build their commands from it and
             each step's output is merged into it.
+        app: the application that defines ``saga_type`` (default: the one
+            ``SAGAWAY_APP`` names, as for every ``sagaway`` command).
         saga_id: the saga's id (default: a new one).
         correlation_id: ties every message of the business transaction together
             (default: the saga id).
@@ -56,6 +58,8 @@ async def start_saga(
     Raises:
         ValueError: an unknown saga type, or data that is not JSON.
     """
+    if app is None:
+        app = load_application((settings or Settings()).app)
     if saga_type not in app.definitions:
         raise ValueError(
             f"application {app.name} has no saga {saga_type!r} "
