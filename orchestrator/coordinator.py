@@ -24,7 +24,7 @@ from sagaway.orchestrator import metrics
 from sagaway.orchestrator.definition_compat import realigned, unfinishable_reason
 from sagaway.orchestrator.dsl import Local, RetryPolicy, SagaDefinition
 from sagaway.orchestrator.history import HistoryEntry, HistoryKind
-from sagaway.orchestrator.protocol import ReplyBody
+from sagaway.orchestrator.protocol import ReplyBody, merged_output
 from sagaway.orchestrator.repository import SagaRecord, SagaRepository
 from sagaway.orchestrator.state import Outcome, SagaState
 from sagaway.orchestrator.state_machine import (
@@ -128,9 +128,9 @@ class SagaCoordinator:
         """The saga repository the coordinator writes through."""
         return self._repo
 
-    def machine(self, saga_type: str) -> SagaMachine:
-        """The state machine of a saga type."""
-        return self._machines[saga_type]
+    def machine(self, saga_type: str) -> SagaMachine | None:
+        """The state machine of a saga type (None for a type no longer defined)."""
+        return self._machines.get(saga_type)
 
     async def start(
         self,
@@ -208,7 +208,9 @@ class SagaCoordinator:
             outcome=body.outcome,
             reason=body.reason,
         )
-        refusal = self._refusal(record)
+        # A finished saga ignores any reply (recorded as stale below), whatever its
+        # definition has become since.
+        refusal = self.refusal(record) if record.state.status.is_active else None
         if refusal is not None:
             log.error("reply refused: saga not driven", saga_id=str(record.id), reason=refusal)
             metrics.REPLIES.labels("refused").inc()
@@ -217,7 +219,8 @@ class SagaCoordinator:
             raise Unprocessable(
                 f"saga {record.id} is not driven: {refusal}", reason="definition_changed"
             )
-        record = await self._adopted(session, record)
+        if record.state.status.is_active:
+            record = await self._adopted(session, record)
         received = HistoryEntry(
             kind=HistoryKind.REPLY_RECEIVED,
             step=record.state.current_step,
@@ -241,11 +244,9 @@ class SagaCoordinator:
             await self._repo.record(session, record.id, [stale], now)
             return None
         metrics.REPLIES.labels("applied").inc()
-        output = envelope.payload.get("output")
-        if body.outcome is Outcome.SUCCEEDED and isinstance(output, dict) and output:
-            # Data flows forward: later steps and compensations build their commands
-            # from the saga's data, which now holds this step's output.
-            record = replace(record, data={**record.data, **output})
+        merged = merged_output(record.data, body, envelope.payload)
+        if merged is not None:
+            record = replace(record, data=merged)
             await self._repo.set_data(session, record)
         await self._repo.record(session, record.id, [received], now)
         await self._drive(session, record, transition, now)
@@ -270,7 +271,7 @@ class SagaCoordinator:
         if record is None:
             return
         now = self._clock()
-        refusal = self._refusal(record)
+        refusal = self.refusal(record)
         if refusal is not None:
             await self._postpone_refused(session, record, refusal, now)
             return
@@ -305,7 +306,7 @@ class SagaCoordinator:
         record = await self._repo.get(session, saga_id, for_update=True)
         if record is None:
             raise SagaNotFound(str(saga_id))
-        refusal = self._refusal(record)
+        refusal = self.refusal(record)
         if refusal is not None:
             raise InvalidRequest(f"saga cannot run under its type's current definition: {refusal}")
         record = await self._adopted(session, record)
@@ -425,8 +426,9 @@ class SagaCoordinator:
             commands=[m.envelope.message_type for m in messages],
         )
 
-    def _refusal(self, record: SagaRecord) -> str | None:
-        """Why the saga may not be driven under its type's current definition, if so."""
+    def refusal(self, record: SagaRecord) -> str | None:
+        """Why the saga may not be driven under its type's current definition, if so
+        (a step it ran or is at was removed or moved, or its type is gone)."""
         machine = self._machines.get(record.saga_type)
         if machine is not None and (
             record.definition_fingerprint == machine.definition.fingerprint
@@ -440,7 +442,7 @@ class SagaCoordinator:
         )
 
     async def _adopted(self, session: AsyncSession, record: SagaRecord) -> SagaRecord:
-        """The saga moved onto its type's current definition (one ``_refusal`` accepts):
+        """The saga moved onto its type's current definition (one :meth:`refusal` accepts):
         the steps it reached stay, the ones ahead are the current ones. The definition
         is written now, the realigned steps with the saga's next state."""
         definition = self._machines[record.saga_type].definition
@@ -501,18 +503,32 @@ class SagaCoordinator:
 
     @staticmethod
     def _context(record: SagaRecord, state: SagaState) -> SagaContext:
-        data = {
-            **record.data,
-            "saga_id": str(record.id),
-            "rejection_reason": state.rejection_reason,
-        }
-        return SagaContext(
+        return saga_context(
             saga_id=record.id,
             saga_type=record.saga_type,
             correlation_id=record.correlation_id,
-            data=data,
-            rejection_reason=state.rejection_reason,
+            data=record.data,
+            state=state,
         )
+
+
+def saga_context(
+    *,
+    saga_id: uuid.UUID,
+    saga_type: str,
+    correlation_id: uuid.UUID,
+    data: Mapping[str, Any],
+    state: SagaState,
+) -> SagaContext:
+    """What local steps and payload builders see of a saga: its data plus ``saga_id``
+    and ``rejection_reason``, the keys every builder may read."""
+    return SagaContext(
+        saga_id=saga_id,
+        saga_type=saga_type,
+        correlation_id=correlation_id,
+        data={**data, "saga_id": str(saga_id), "rejection_reason": state.rejection_reason},
+        rejection_reason=state.rejection_reason,
+    )
 
 
 @contextmanager

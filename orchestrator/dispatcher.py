@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -21,10 +20,9 @@ from sagaway.orchestrator.participants import (
     Failed,
     Participant,
     Reply,
-    Succeeded,
+    reply_parts,
 )
 from sagaway.orchestrator.protocol import make_reply
-from sagaway.orchestrator.state import Outcome
 from sagaway.outbox.envelope import Envelope, OutgoingMessage
 from sagaway.outbox.errors import Unprocessable
 from sagaway.outbox.writer import OutboxWriter
@@ -88,20 +86,20 @@ class CommandDispatcher:
                     message_type=envelope.message_type,
                 ),
             )
-        outcome, payload = _reply_payload(reply)
+        outcome, reason, fields = reply_parts(reply)
         log.info(
             "command handled",
             participant=self.name,
             command=envelope.message_type,
             outcome=outcome.value,
-            reason=None if isinstance(reply, Succeeded) else reply.reason,
+            reason=reason,
         )
         answer = make_reply(
             envelope,
             message_type=route.default_reply_type(reply),
             outcome=outcome,
-            reason=None if isinstance(reply, Succeeded) else reply.reason,
-            detail=payload,
+            reason=reason,
+            detail=fields,
         )
         await self._outbox.add(
             session,
@@ -125,15 +123,3 @@ class CommandDispatcher:
                 f"invalid {envelope.message_type}: {exc.error_count()} errors",
                 reason="invalid_payload",
             ) from exc
-
-
-def _reply_payload(reply: Reply) -> tuple[Outcome, dict[str, Any]]:
-    """The reply's outcome and the payload fields besides ``outcome`` and ``reason``."""
-    if isinstance(reply, Succeeded):
-        payload = dict(reply.detail)
-        if reply.output:
-            payload["output"] = dict(reply.output)
-        return Outcome.SUCCEEDED, payload
-    if isinstance(reply, Failed):
-        return Outcome.FAILED, {}
-    return Outcome.REJECTED, dict(reply.detail)

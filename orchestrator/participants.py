@@ -20,6 +20,7 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaway.orchestrator.dsl import DefinitionError
+from sagaway.orchestrator.state import Outcome
 from sagaway.outbox.tables import inbox_table, outbox_table
 
 COMMAND_FAILED = "CommandFailed"
@@ -104,6 +105,19 @@ class Failed:
 
 Reply = Succeeded | Rejected | Failed
 """What a command handler answers."""
+
+
+def reply_parts(reply: Reply) -> tuple[Outcome, str | None, dict[str, Any]]:
+    """The reply's outcome, reason and payload fields besides those two (a succeeded
+    reply's ``output`` among them), as the participant protocol carries them."""
+    if isinstance(reply, Succeeded):
+        fields = dict(reply.detail)
+        if reply.output:
+            fields["output"] = dict(reply.output)
+        return Outcome.SUCCEEDED, None, fields
+    if isinstance(reply, Failed):
+        return Outcome.FAILED, reply.reason, {}
+    return Outcome.REJECTED, reply.reason, dict(reply.detail)
 
 
 HandlerFunction = Callable[[AsyncSession, M, CommandContext], Awaitable[Reply]]

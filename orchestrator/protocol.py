@@ -8,6 +8,7 @@ code) or failed (a technical error, worth retrying).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,26 @@ class ReplyBody(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
+def reply_payload(
+    outcome: Outcome, reason: str | None = None, detail: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The payload of a reply: the protocol's ``outcome`` and ``reason``, then the
+    participant's own fields (a succeeded reply's ``output`` among them)."""
+    return {"outcome": outcome.value, "reason": reason, **(detail or {})}
+
+
+def merged_output(
+    data: Mapping[str, Any], body: ReplyBody, payload: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The saga's data with a succeeded reply's ``output`` merged in, or None when the
+    reply carries no output to merge (data flows forward: later steps and compensations
+    build their commands from it)."""
+    output = payload.get("output")
+    if body.outcome is Outcome.SUCCEEDED and isinstance(output, dict) and output:
+        return {**data, **output}
+    return None
+
+
 def make_reply(
     command: Envelope,
     *,
@@ -34,7 +55,7 @@ def make_reply(
     detail: dict[str, Any] | None = None,
 ) -> Envelope:
     """Build the reply envelope to ``command``."""
-    payload: dict[str, Any] = {"outcome": outcome.value, "reason": reason, **(detail or {})}
+    payload = reply_payload(outcome, reason, detail)
     return Envelope(
         message_id=uuid.uuid4(),
         message_type=message_type,

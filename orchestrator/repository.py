@@ -161,9 +161,13 @@ class SagaRepository:
         await session.execute(update(sagas).where(sagas.c.id == record.id).values(data=record.data))
 
     async def set_definition(self, session: AsyncSession, record: SagaRecord) -> None:
-        """Write the definition the saga now runs under (it moved onto a new one)."""
+        """Write the definition the saga now runs under (it moved onto a new one) with
+        its steps realigned to it: the two always change together, even on a path that
+        then leaves the state as it is (a stale reply, a wake-up with nothing due)."""
         await session.execute(
-            update(sagas).where(sagas.c.id == record.id).values(**_definition_columns(record))
+            update(sagas)
+            .where(sagas.c.id == record.id)
+            .values(**_definition_columns(record), **_state_columns(record.state))
         )
 
     async def record(

@@ -12,16 +12,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import aio_pika
-import asyncpg
 from aio_pika.abc import AbstractQueue
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from sagaway.application_loader import load_application
 from sagaway.outbox.settings import Settings
 from sagaway.services.order_app import order_app
-from sagaway.wiring import build_topology
+from sagaway.testing import stack
 
 T = TypeVar("T")
 
@@ -106,32 +105,13 @@ def free_port() -> int:
 
 async def drop_database(settings: Settings) -> None:
     """Drop the database ``settings`` names, whoever is still connected to it."""
-    url = make_url(settings.database_url)
-    conn = await asyncpg.connect(
-        url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await stack.drop_database(settings)
 
 
 async def delete_topology(settings: Settings) -> None:
-    """Delete the namespace's queues (with their dead-letter queues) and exchanges.
-
-    On a connection of its own: the broker may have been restarted by a test.
-    """
-    topology = build_topology(settings)
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        for spec in topology.queues:
-            await channel.queue_delete(spec.name)
-            await channel.queue_delete(topology.dead_letter_queue(spec.name))
-        for name in (*topology.exchanges, topology.dead_letter_exchange):
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
+    """Delete the namespace's queues (with their dead-letter queues) and exchanges of the
+    application ``settings`` names."""
+    await stack.delete_topology(settings, load_application(settings.app))
 
 
 @contextmanager

@@ -12,19 +12,19 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from sagaway.orchestrator.application import SagaApp
-from sagaway.orchestrator.coordinator import LocalResult, SagaContext
+from sagaway.orchestrator.application import SagaApp, default_retry_policy
+from sagaway.orchestrator.coordinator import LocalResult, SagaContext, saga_context
 from sagaway.orchestrator.dsl import RetryPolicy
 from sagaway.orchestrator.history import HistoryEntry
-from sagaway.orchestrator.participants import Failed, Reply, Succeeded
-from sagaway.orchestrator.protocol import ReplyBody
-from sagaway.orchestrator.state import Outcome, SagaState
+from sagaway.orchestrator.participants import Reply, Succeeded, reply_parts
+from sagaway.orchestrator.protocol import ReplyBody, merged_output, reply_payload
+from sagaway.orchestrator.state import SagaState
 from sagaway.orchestrator.state_machine import (
     AbortRequested,
     Event,
@@ -37,16 +37,16 @@ from sagaway.orchestrator.state_machine import (
     Transition,
     WokeUp,
 )
+from sagaway.outbox.settings import Settings
 
 LocalScript = Reply | LocalResult | Callable[[SagaContext], Reply | LocalResult]
 """What a local step answers in the harness: a reply (``Succeeded()``, ``Rejected(reason)``,
 ``Failed(reason)``), a :class:`LocalResult`, or a function of the saga's context."""
 
-DEFAULT_RETRY = RetryPolicy(
-    max_attempts=5, initial_interval_s=1.0, max_interval_s=30.0, timeout_s=30.0
-)
-"""The retry defaults of a fresh installation (``SAGAWAY_STEP_*``), fixed so that a
-test does not depend on the environment it runs in."""
+DEFAULT_RETRY = default_retry_policy(Settings.model_construct())
+"""The retry defaults of a fresh installation (``SAGAWAY_STEP_*`` unset), read from the
+settings' own defaults and not the environment, so a test does not depend on where it
+runs."""
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 """Where the harness's clock starts."""
@@ -99,14 +99,15 @@ class SagaHarness:
         saga_type: the saga to drive (``trip_booking``).
         data: the saga's data, as ``start_saga`` would receive it (JSON values).
         retry: the default retry policy (the ``SAGAWAY_STEP_*`` settings) of steps that
-            set none of their own; default :data:`DEFAULT_RETRY`.
+            set none of their own; the fields it leaves unset come from
+            :data:`DEFAULT_RETRY`.
         local_steps: local handler name → what it answers; an unscripted local step
             succeeds. Local handlers themselves are not run (they need a database).
         saga_id: the saga's id (default: a new one).
 
     Example::
 
-        h = SagaHarness(app, "trip_booking", data={"trip_id": "t1"})
+        h = SagaHarness(app, "trip_booking", data=TRIP)
         cmd = h.start()
         assert cmd.command == "ReserveFlight"
         h.reply(Succeeded(output={"flight_ref": "F1"}))
@@ -134,7 +135,8 @@ class SagaHarness:
             raise HarnessError(f"application {app.name} has no local steps {unknown}")
         self.app = app
         self.saga_type = saga_type
-        self.machine = SagaMachine(app.definitions[saga_type], retry or DEFAULT_RETRY)
+        defaults = (retry or RetryPolicy()).resolve(DEFAULT_RETRY)
+        self.machine = SagaMachine(app.definitions[saga_type], RetryPolicy(**asdict(defaults)))
         self.saga_id = saga_id or uuid.uuid4()
         self.data: dict[str, Any] = _json(data, "saga data")
         """The saga's data, with every succeeded step's output merged in."""
@@ -210,8 +212,7 @@ class SagaHarness:
         command = to or self.pending
         if command is None:
             raise HarnessError(f"no command awaits a reply (saga is {self.status})")
-        payload = self._reply_payload(command, reply)
-        body = ReplyBody.model_validate(payload)
+        payload, body = self._reply_payload(command, reply)
         transition = self.machine.apply(
             self.state,
             ReplyReceived(
@@ -225,9 +226,9 @@ class SagaHarness:
         if transition.ignored:
             self.notes.extend(transition.notes)
             return None
-        output = payload.get("output")
-        if body.outcome is Outcome.SUCCEEDED and isinstance(output, dict) and output:
-            self.data = {**self.data, **output}
+        merged = merged_output(self.data, body, payload)
+        if merged is not None:
+            self.data = merged
         return self._drive(transition)
 
     def advance(self, seconds: float) -> SentCommand | None:
@@ -293,14 +294,12 @@ class SagaHarness:
             )
 
     def _context(self) -> SagaContext:
-        rejection = self.state.rejection_reason
-        return SagaContext(
+        return saga_context(
             saga_id=self.saga_id,
             saga_type=self.saga_type,
             correlation_id=self.saga_id,
-            # The keys the coordinator adds for payload builders.
-            data={**self.data, "saga_id": str(self.saga_id), "rejection_reason": rejection},
-            rejection_reason=rejection,
+            data=self.data,
+            state=self.state,
         )
 
     def _send(self, effect: SendCommand) -> SentCommand:
@@ -344,9 +343,11 @@ class SagaHarness:
         )
         return result
 
-    def _reply_payload(self, command: SentCommand, reply: Reply) -> dict[str, Any]:
-        """The reply's payload as the participant's dispatcher writes it, checked as the
-        engine checks it."""
+    def _reply_payload(
+        self, command: SentCommand, reply: Reply
+    ) -> tuple[dict[str, Any], ReplyBody]:
+        """The reply's payload as the participant's dispatcher writes it, and its body
+        as the coordinator reads it."""
         route = self.app.participant(command.participant).routes[command.command]
         reply_type = route.default_reply_type(reply)
         # A reply type the test names must be one the coordinator accepts; an unnamed one is
@@ -357,33 +358,20 @@ class SagaHarness:
                 f"{command.command} is not answered with {reply_type} "
                 f"(its replies: {', '.join(route.reply_types)})"
             )
-        payload: dict[str, Any]
-        if isinstance(reply, Succeeded):
-            payload = {"outcome": Outcome.SUCCEEDED.value, "reason": None, **reply.detail}
-            if reply.output:
-                payload["output"] = dict(reply.output)
-        elif isinstance(reply, Failed):
-            payload = {"outcome": Outcome.FAILED.value, "reason": reply.reason}
-        else:
-            payload = {"outcome": Outcome.REJECTED.value, "reason": reply.reason, **reply.detail}
-        payload = _json(payload, f"{reply_type} payload")
+        payload = _json(reply_payload(*reply_parts(reply)), f"{reply_type} payload")
         try:
-            ReplyBody.model_validate(payload)
+            return payload, ReplyBody.model_validate(payload)
         except ValidationError as exc:
             raise HarnessError(f"{reply_type} is not a valid reply: {exc}") from exc
-        return payload
 
 
 def _local_result(handler: str, answer: Reply | LocalResult) -> LocalResult:
     if isinstance(answer, LocalResult):
         return answer
-    if isinstance(answer, Succeeded):
-        if answer.output:
-            raise HarnessError(f"local step {handler}: a local step has no output")
-        return LocalResult(Outcome.SUCCEEDED)
-    if isinstance(answer, Failed):
-        return LocalResult(Outcome.FAILED, answer.reason)
-    return LocalResult(Outcome.REJECTED, answer.reason)
+    if isinstance(answer, Succeeded) and answer.output:
+        raise HarnessError(f"local step {handler}: a local step has no output")
+    outcome, reason, _ = reply_parts(answer)
+    return LocalResult(outcome, reason)
 
 
 def _json(value: Mapping[str, Any], what: str) -> dict[str, Any]:

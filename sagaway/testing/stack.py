@@ -124,10 +124,26 @@ class SagaStack:
             raise StackError(f"the backend stopped: {error!r}") from error
 
 
-def stack_settings(app_spec: str, **overrides: Any) -> Settings:
+OWN = ("database_url", "namespace")
+"""Settings a stack always chooses itself: it drops that database and deletes that
+namespace's queues when it stops, so they must never be a team's real ones."""
+
+
+def stack_settings(app_spec: str, *, run_id: str | None = None, **overrides: Any) -> Settings:
     """Settings of a new stack: the servers of ``SAGAWAY_DATABASE_URL`` and
-    ``SAGAWAY_AMQP_URL`` (or their defaults), a database and a namespace of its own."""
-    run = uuid.uuid4().hex[:10]
+    ``SAGAWAY_AMQP_URL`` (or their defaults), a database ``sagaway_test_<run>`` and a
+    namespace ``test-<run>`` of its own.
+
+    Raises:
+        StackError: ``overrides`` names the database or the namespace.
+    """
+    chosen = sorted(set(OWN) & set(overrides))
+    if chosen:
+        raise StackError(
+            f"a test stack chooses its own {' and '.join(chosen)}: it drops that database "
+            "and deletes that namespace's queues when it stops"
+        )
+    run = run_id or uuid.uuid4().hex[:10]
     base = Settings()
     url = make_url(base.database_url).set(database=f"sagaway_test_{run}")
     values: dict[str, Any] = {
@@ -148,8 +164,8 @@ async def running_stack(app_spec: str, **overrides: Any) -> AsyncIterator[SagaSt
 
     Args:
         app_spec: the application, as ``--app`` takes it.
-        overrides: settings to change (``step_timeout_s=2.0``); ``database_url`` and
-            ``namespace`` are the stack's own unless given.
+        overrides: settings to change (``step_timeout_s=2.0``); the database and the
+            namespace are always the stack's own.
     """
     settings = stack_settings(app_spec, **overrides)
     app = load_application(app_spec)
@@ -169,11 +185,12 @@ async def running_stack(app_spec: str, **overrides: Any) -> AsyncIterator[SagaSt
             finally:
                 await engine.dispose()
     finally:
-        await _drop_database(settings)
-        await _delete_topology(settings, app)
+        await drop_database(settings)
+        await delete_topology(settings, app)
 
 
-async def _drop_database(settings: Settings) -> None:
+async def drop_database(settings: Settings) -> None:
+    """Drop the database ``settings`` names, whoever is still connected to it."""
     name = make_url(settings.database_url).database
     conn = await raw_connect(settings.database_url, database="postgres")
     try:
@@ -183,8 +200,9 @@ async def _drop_database(settings: Settings) -> None:
         await conn.close()
 
 
-async def _delete_topology(settings: Settings, app: SagaApp) -> None:
-    """Delete the namespace's queues (with their dead-letter queues) and exchanges."""
+async def delete_topology(settings: Settings, app: SagaApp) -> None:
+    """Delete the namespace's queues (with their dead-letter queues) and exchanges, on a
+    connection of its own (the broker may have been restarted meanwhile)."""
     topology = app.topology_for(settings)
     connection = await aio_pika.connect(settings.amqp_nodes[0])
     try:

@@ -252,21 +252,27 @@ async def saga_story(
         raise SagaNotFound(str(saga_id))
     history = await coordinator.repository.history(session, saga_id)
     machine = coordinator.machine(record.saga_type)
+    # A saga its type's current definition no longer fits (or whose type is gone) is
+    # refused by retry and abort alike; the page says why instead of offering them.
     state = record.state
+    unfinished = state.status.is_active or state.status is SagaStatus.FAILED
+    refusal = coordinator.refusal(record) if unfinished else None
     blocked: str | None = None
-    if state.status is not SagaStatus.FAILED:
+    if refusal is not None:
+        blocked = f"saga cannot run under its type's current definition: {refusal}"
+    elif state.status is not SagaStatus.FAILED:
         blocked = f"saga is {state.status}, only a FAILED saga can be aborted"
-    elif machine.passed_pivot(state):
+    elif machine is not None and machine.passed_pivot(state):
         blocked = "saga has passed its pivot and can no longer be compensated"
     elif state.phase is not Phase.FORWARD:
         blocked = "saga is already compensating; retry it instead"
-    definition = machine.definition
+    definition = None if machine is None else machine.definition
     return SagaStory(
         record=record,
         history=history,
-        lanes=_lanes(definition),
-        epilogue=[_describe(a) for a in definition.on_compensated],
-        can_retry=state.status is SagaStatus.FAILED,
+        lanes=[] if definition is None else _lanes(definition),
+        epilogue=[] if definition is None else [_describe(a) for a in definition.on_compensated],
+        can_retry=state.status is SagaStatus.FAILED and refusal is None,
         can_abort=blocked is None,
         abort_blocked=blocked,
     )

@@ -176,6 +176,53 @@ async def test_the_engine_moves_a_saga_that_fits_onto_the_new_definition(
     assert (history[-1].kind, history[-1].message_type) == (HistoryKind.COMMAND_SENT, "C")
 
 
+async def test_a_stale_reply_moves_the_saga_with_its_steps_realigned(
+    sessions: async_sessionmaker[AsyncSession], trip: Trip
+) -> None:
+    # The saga at a fits v2; the first message under v2 is a late reply, which changes
+    # no state, yet the saga's recorded definition and its steps move together.
+    at_a, _ = await _two_sagas(sessions, trip)
+    before = await _state(sessions, at_a)
+    late = Envelope(
+        message_type="Done",
+        saga_id=at_a,
+        correlation_id=at_a,
+        causation_id=uuid.uuid4(),
+        payload={"outcome": "succeeded"},
+    )
+
+    async with sessions() as session, session.begin():
+        await trip.engine(trip.v2).handle_reply(session, late)
+
+    record = await _state(sessions, at_a)
+    assert record.definition_fingerprint == trip.v2.fingerprint
+    assert [s.name for s in record.state.steps] == ["a", "c"]
+    assert record.state.pending == before.state.pending
+    await _answer(sessions, trip.engine(trip.v2), at_a)
+    assert (await _state(sessions, at_a)).state.current_step == "c"
+
+
+async def test_a_reply_to_a_finished_saga_is_stale_whatever_its_definition_became(
+    sessions: async_sessionmaker[AsyncSession], trip: Trip
+) -> None:
+    v1 = trip.engine(trip.v1)
+    saga_id = await _start(sessions, v1, trip)
+    await _answer(sessions, v1, saga_id)
+    last = await _state(sessions, saga_id)
+    await _answer(sessions, v1, saga_id)
+    assert (await _state(sessions, saga_id)).state.status is SagaStatus.COMPLETED
+
+    # Under a definition without step b (which this saga ran), a duplicate reply is
+    # recorded as stale, not dead-lettered as a definition change.
+    async with sessions() as session, session.begin():
+        await trip.engine(trip.v2).handle_reply(session, _reply(saga_id, last.state))
+
+    async with sessions() as session:
+        history = await SagaRepository().history(session, saga_id)
+    assert history[-1].kind is HistoryKind.STALE_REPLY
+    assert (await _state(sessions, saga_id)).definition_fingerprint == trip.v1.fingerprint
+
+
 async def test_the_engine_refuses_a_saga_whose_step_was_removed(
     sessions: async_sessionmaker[AsyncSession], trip: Trip
 ) -> None:

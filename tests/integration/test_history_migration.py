@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic import command
 from sqlalchemy import text
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from sagaway.migrate import alembic_config
 from sagaway.orchestrator.repository import SagaRepository
-from sagaway.outbox.database import create_engine
+from sagaway.outbox.database import create_engine, raw_connect
 from sagaway.outbox.settings import Settings
 from sagaway.services.orders.saga import ORDER_FULFILLMENT
 from tests.history_samples import SAMPLES
@@ -32,16 +31,11 @@ ORDER_SAGA = uuid.UUID(int=1)
 OTHER_SAGA = uuid.UUID(int=2)
 
 
-async def _maintenance(settings: Settings) -> asyncpg.Connection:
-    url = make_url(settings.database_url).set(drivername="postgresql", database="postgres")
-    return await asyncpg.connect(url.render_as_string(hide_password=False))
-
-
 @pytest.fixture
 async def old_db(settings: Settings, run_id: str) -> AsyncIterator[AsyncEngine]:
     """An empty database of its own (the migrations run down and up in it)."""
     name = f"sagaway_test_{run_id}_history"
-    conn = await _maintenance(settings)
+    conn = await raw_connect(settings.database_url, database="postgres")
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -53,7 +47,7 @@ async def old_db(settings: Settings, run_id: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
-        conn = await _maintenance(settings)
+        conn = await raw_connect(settings.database_url, database="postgres")
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:

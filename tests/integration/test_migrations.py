@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -30,7 +29,7 @@ from sagaway import (
 )
 from sagaway.migrate import migrate
 from sagaway.migrations.models import ALL_METADATA, SCHEMAS
-from sagaway.outbox.database import create_engine, ensure_database
+from sagaway.outbox.database import create_engine, ensure_database, raw_connect
 from sagaway.outbox.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,13 +79,8 @@ async def _revisions(engine: AsyncEngine) -> list[str]:
         return list((await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars())
 
 
-async def _maintenance(settings: Settings) -> asyncpg.Connection:
-    url = make_url(settings.database_url).set(drivername="postgresql", database="postgres")
-    return await asyncpg.connect(url.render_as_string(hide_password=False))
-
-
 async def _drop_database(settings: Settings, name: str) -> None:
-    conn = await _maintenance(settings)
+    conn = await raw_connect(settings.database_url, database="postgres")
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -153,7 +147,7 @@ async def _assert_at_head(settings: Settings, reference: AsyncEngine) -> None:
 
 
 async def _create_empty(settings: Settings) -> None:
-    conn = await _maintenance(settings)
+    conn = await raw_connect(settings.database_url, database="postgres")
     try:
         await conn.execute(f'CREATE DATABASE "{make_url(settings.database_url).database}"')
     finally:
