@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sagaway.outbox.broker_nodes import parse_nodes
 from sagaway.outbox.envelope import DEFAULT_MAX_MESSAGE_BYTES
 
+DEFAULT_APP = "sagaway.services.order_app:order_app"
+"""The application every command runs without ``--app``: the built-in order saga."""
+
 
 class Settings(BaseSettings):
     """Every knob sagaway has. Built in the entry point and passed down, never global."""
@@ -23,7 +26,7 @@ class Settings(BaseSettings):
 
     # The saga application to run, as ``module:attribute`` (``--app`` on every command).
     app: str = Field(
-        default="sagaway.services.order_app:order_app",
+        default=DEFAULT_APP,
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
     )
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/sagaway"

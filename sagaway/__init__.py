@@ -13,8 +13,9 @@ handler per command (:class:`Participant`), each answering :class:`Succeeded`,
 :class:`Rejected` or :class:`Failed`; a :class:`SagaApp` holds them all and is what
 ``sagaway --app module:attribute`` runs. :func:`start_saga` starts a saga in the
 caller's transaction; :func:`saga_router` serves status and admin routes in a team's
-own FastAPI app, and a route of the application uses :data:`SessionDep` (a session
-per request) and :data:`ApplicationDep` (the running :class:`SagaApp`).
+own FastAPI app (with :func:`api_resources` in its lifespan), and a route of the
+application uses :data:`SessionDep` (a session per request) and :data:`ApplicationDep`
+(the running :class:`SagaApp`).
 ``sagaway.testing`` has the test kit.
 
 The command line, the process supervisor and the runners live in this package too,
@@ -23,6 +24,9 @@ as the composition root; the domain lives in the subpackages ``orchestrator``,
 """
 
 __version__ = "0.1.0"
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.claims import claim_for_saga, set_saga_status
@@ -44,9 +48,32 @@ from sagaway.orchestrator.participants import (
     Succeeded,
 )
 from sagaway.orchestrator.state import Outcome
-from sagaway.services.api.dependencies import ApplicationDep, SessionDep
-from sagaway.services.api.router import saga_router
-from sagaway.starting import start_saga
+
+# The web side (FastAPI, sagaway's routes) is imported when a name of it is first used:
+# every process imports this package, and a relay or a worker has no use for it.
+_LAZY = {
+    "ApplicationDep": "sagaway.services.api.dependencies",
+    "SessionDep": "sagaway.services.api.dependencies",
+    "api_resources": "sagaway.services.api.app",
+    "saga_router": "sagaway.services.api.router",
+    "start_saga": "sagaway.starting",
+}
+
+if TYPE_CHECKING:
+    from sagaway.services.api.app import api_resources
+    from sagaway.services.api.dependencies import ApplicationDep, SessionDep
+    from sagaway.services.api.router import saga_router
+    from sagaway.starting import start_saga
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sagaway' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Action",
@@ -69,6 +96,7 @@ __all__ = [
     "Step",
     "Succeeded",
     "__version__",
+    "api_resources",
     "claim_for_saga",
     "saga_router",
     "set_saga_status",

@@ -11,8 +11,6 @@ from functools import cache
 from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.dsl import DefinitionError
 
-DEFAULT_APP = "sagaway.services.order_app:order_app"
-
 
 class ApplicationNotFound(Exception):
     """``--app`` names nothing importable, or something that is not a SagaApp."""

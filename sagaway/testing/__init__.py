@@ -11,19 +11,50 @@ Nothing in sagaway's runtime imports this package; pytest and pytest-asyncio, wh
 the fixture needs, come with the ``sagaway[testing]`` extra.
 """
 
-from sagaway.testing.harness import (
-    DEFAULT_RETRY,
-    HarnessError,
-    LocalCall,
-    LocalScript,
-    SagaHarness,
-    SentCommand,
-)
-from sagaway.testing.stack import SagaStack, StackError, running_stack
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use: pytest loads this package's plugin in every run where sagaway
+# is installed, and the stack pulls in the whole backend.
+_LAZY = {
+    "DEFAULT_RETRY": "sagaway.testing.harness",
+    "HarnessError": "sagaway.testing.harness",
+    "InvalidRequest": "sagaway.orchestrator.state_machine",
+    "LocalCall": "sagaway.testing.harness",
+    "LocalScript": "sagaway.testing.harness",
+    "SagaHarness": "sagaway.testing.harness",
+    "SentCommand": "sagaway.testing.harness",
+    "SagaStack": "sagaway.testing.stack",
+    "StackError": "sagaway.testing.stack",
+    "running_stack": "sagaway.testing.stack",
+}
+
+if TYPE_CHECKING:
+    from sagaway.orchestrator.state_machine import InvalidRequest
+    from sagaway.testing.harness import (
+        DEFAULT_RETRY,
+        HarnessError,
+        LocalCall,
+        LocalScript,
+        SagaHarness,
+        SentCommand,
+    )
+    from sagaway.testing.stack import SagaStack, StackError, running_stack
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sagaway.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_RETRY",
     "HarnessError",
+    "InvalidRequest",
     "LocalCall",
     "LocalScript",
     "SagaHarness",

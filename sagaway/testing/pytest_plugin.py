@@ -17,7 +17,6 @@ test run that does not use it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +25,14 @@ import pytest
 if TYPE_CHECKING:
     from sagaway.testing.stack import SagaStack
 
-DEFAULT_APP_SPEC = "sagaway.services.order_app:order_app"
-
 
 @pytest.fixture
 def sagaway_app_spec() -> str:
     """The application ``saga_stack`` runs, as ``module:attribute``: ``SAGAWAY_APP``, or
     the built-in order application. Override it in your ``conftest.py``."""
-    return os.environ.get("SAGAWAY_APP") or DEFAULT_APP_SPEC
+    from sagaway.outbox.settings import Settings
+
+    return Settings().app
 
 
 @pytest.fixture

@@ -36,43 +36,50 @@ from sagaway.services.api.unavailable import DatabaseUnavailableMiddleware
 log = structlog.get_logger(__name__)
 
 
+@asynccontextmanager
+async def api_resources(
+    app: FastAPI, settings: Settings, application: SagaApp
+) -> AsyncIterator[None]:
+    """Open what sagaway's routes read from ``app.state`` (the database, the saga
+    coordinator, the watcher of saga ends) for the block, and close it after: the
+    lifespan of sagaway's own API, and of a team's app that includes
+    :func:`~sagaway.services.api.router.saga_router`."""
+    db = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    app.state.settings = settings
+    app.state.application = application
+    app.state.db_engine = db
+    app.state.sessions = session_factory(db)
+    # A status read, or placing an order, is one statement: in autocommit it is one
+    # round trip, not three (no BEGIN, no COMMIT or ROLLBACK around it).
+    app.state.autocommit_sessions = session_factory(
+        db.execution_options(isolation_level="AUTOCOMMIT")
+    )
+    app.state.saga_coordinator = application.saga_coordinator(settings)
+    # One LISTEN connection per process wakes every long poll of GET /sagas/{id}.
+    watcher = SagaEndWatcher(partial(raw_connect, settings.database_url))
+    app.state.saga_watcher = watcher
+    stop = asyncio.Event()
+    watching = asyncio.create_task(watcher.run(stop), name="saga-end-watcher")
+    if settings.admin_token_value() is None:
+        log.warning("SAGAWAY_ADMIN_TOKEN is not set: every /admin call will answer 401")
+    log.info("api ready")
+    try:
+        yield
+    finally:
+        stop.set()
+        await watching
+        await db.dispose()
+
+
 def create_app(settings: Settings, application: SagaApp) -> FastAPI:
     """Build the API of ``application`` for ``settings``; resources open in the lifespan,
     not at import."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = create_engine(settings.database_url, pool_size=settings.db_pool_size)
-        app.state.settings = settings
-        app.state.application = application
-        app.state.db_engine = db
-        app.state.sessions = session_factory(db)
-        # A status read, or placing an order, is one statement: in autocommit it is one
-        # round trip, not three (no BEGIN, no COMMIT or ROLLBACK around it).
-        app.state.autocommit_sessions = session_factory(
-            db.execution_options(isolation_level="AUTOCOMMIT")
-        )
-        app.state.saga_coordinator = application.saga_coordinator(settings)
-        # One LISTEN connection per process wakes every long poll of GET /sagas/{id}.
-        watcher = SagaEndWatcher(partial(raw_connect, settings.database_url))
-        app.state.saga_watcher = watcher
-        stop = asyncio.Event()
-        watching = asyncio.create_task(watcher.run(stop), name="saga-end-watcher")
-        if settings.admin_token_value() is None:
-            log.warning("SAGAWAY_ADMIN_TOKEN is not set: every /admin call will answer 401")
-        log.info("api ready")
-        try:
-            yield
-        finally:
-            stop.set()
-            await watching
-            await db.dispose()
 
     app = FastAPI(
         title="sagaway",
         version=version("sagaway"),
         summary="Saga orchestrator with a transactional outbox",
-        lifespan=lifespan,
+        lifespan=partial(api_resources, settings=settings, application=application),
     )
     for router in application.routers:
         app.include_router(router)

@@ -26,8 +26,9 @@ from sagaway import (
     Succeeded,
     start_saga,
 )
-from sagaway.application_loader import DEFAULT_APP, ApplicationNotFound, load_application
+from sagaway.application_loader import ApplicationNotFound, load_application
 from sagaway.cli import app as cli
+from sagaway.outbox.settings import DEFAULT_APP
 from sagaway.services.order_app import order_app
 
 pytestmark = pytest.mark.unit
