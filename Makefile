@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install sagaway with its dev tools and the bench extra
 
-services: ## start the local PostgreSQL and RabbitMQ if they are installed but stopped
+services: ## start PostgreSQL and RabbitMQ, installing them first on Debian if missing
 	./scripts/ensure-services.sh
 
 migrate: install services

@@ -14,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
@@ -35,9 +36,11 @@ from sagaway.outbox.settings import Settings
 from sagaway.outbox.writer import OutboxWriter
 
 _APP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-# Schemas sagaway's own migrations own; a participant of a team's application must
-# pick another.
-RESERVED_SCHEMAS = frozenset({"sagas", "ops", "public", "orders", "information_schema"})
+# Schemas that hold sagaway's own tables (the orchestrator's outbox among them) or
+# PostgreSQL's: no participant may put its outbox and inbox there.
+RESERVED_SCHEMAS = frozenset(
+    {"sagas", "ops", "orders", "public", "information_schema", "pg_catalog"}
+)
 
 Seeder = Callable[[AsyncConnection], Awaitable[str]]
 """``sagaway seed``: adds demo rows in the connection's transaction; says what it added."""
@@ -140,6 +143,12 @@ class SagaApp:
         repeated = sorted({s for s in schemas if schemas.count(s) > 1})
         if repeated:
             raise DefinitionError(f"application {self.name}: participants share schemas {repeated}")
+        taken = sorted(set(schemas) & RESERVED_SCHEMAS)
+        if taken:
+            raise DefinitionError(
+                f"application {self.name}: schemas {taken} are sagaway's own; "
+                "give those participants another name or schema="
+            )
         problems: list[str] = []
         for saga in self.definitions.values():
             for where, action in _actions(saga):
@@ -192,31 +201,31 @@ class SagaApp:
                 f"(it has {', '.join(self.participants)})"
             ) from None
 
-    @property
+    @cached_property
     def outbox_tables(self) -> Mapping[str, Table]:
         """Every outbox the relay drains: the orchestrator's and each participant's."""
         return {ORCHESTRATOR: orchestrator_tables.outbox} | {
             name: p.outbox for name, p in self.participants.items()
         }
 
-    @property
+    @cached_property
     def inbox_tables(self) -> Mapping[str, Table]:
         """Every inbox: the orchestrator's and each participant's."""
         return {ORCHESTRATOR: orchestrator_tables.inbox} | {
             name: p.inbox for name, p in self.participants.items()
         }
 
-    @property
+    @cached_property
     def command_models(self) -> Mapping[str, type[BaseModel]]:
         """Command message type → the model of its payload."""
         return {c: r.model for p in self.participants.values() for c, r in p.routes.items()}
 
-    @property
+    @cached_property
     def replies(self) -> Mapping[str, tuple[str, ...]]:
         """Command message type → every reply type its participant may answer with."""
         return {c: r.reply_types for p in self.participants.values() for c, r in p.routes.items()}
 
-    @property
+    @cached_property
     def reply_models(self) -> Mapping[str, type[BaseModel]]:
         """Reply message type → the model of its payload (the generic reply body where
         a participant named no model)."""

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import MetaData, Table
@@ -145,11 +145,29 @@ class CommandRoute:
         return (*named, COMMAND_FAILED) if COMMAND_FAILED not in named else named
 
     def default_reply_type(self, reply: Reply) -> str:
-        """The message type of ``reply`` when the handler did not name one."""
+        """The message type of ``reply``: the one the handler named; else the declared
+        reply model whose ``outcome`` admits the answer (a reply type nobody declared is
+        refused by the orchestrator on arrival); else ``<Command>Succeeded`` or
+        ``<Command>Rejected``."""
         if reply.reply_type is not None:
             return reply.reply_type
-        kind = "Succeeded" if isinstance(reply, Succeeded) else "Rejected"
+        outcome = Outcome.SUCCEEDED if isinstance(reply, Succeeded) else Outcome.REJECTED
+        declared = _declared_for(self.replies, outcome)
+        if declared is not None:
+            return declared
+        kind = "Succeeded" if outcome is Outcome.SUCCEEDED else "Rejected"
         return f"{self.command}{kind}"
+
+
+def _declared_for(replies: tuple[type[BaseModel], ...], outcome: Outcome) -> str | None:
+    """The one declared reply model whose ``outcome`` field admits ``outcome``."""
+    fitting = [
+        m.__name__
+        for m in replies
+        if "outcome" in m.model_fields
+        and outcome.value in get_args(m.model_fields["outcome"].annotation)
+    ]
+    return fitting[0] if len(fitting) == 1 else None
 
 
 class Participant:

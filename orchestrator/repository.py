@@ -21,8 +21,6 @@ from sagaway.outbox.tracing import inject
 _LOCKED = "sagaway.sagas"
 
 
-__all__ = ["HistoryEntry", "HistoryRow", "SagaRecord", "SagaRepository", "record_from_row"]
-
 # The typed history columns, in HistoryEntry's field names.
 _HISTORY_FIELDS = (
     "kind",

@@ -19,7 +19,7 @@ from sagaway.outbox.envelope import Envelope
 from sagaway.outbox.errors import Unprocessable
 
 Screen = Callable[[Envelope], None]
-"""Raises :class:`~outbox.errors.Unprocessable` when a message can never be applied,
+"""Raises :class:`~sagaway.outbox.errors.Unprocessable` when a message can never be applied,
 judging by the message alone (no I/O: it runs outside any transaction)."""
 
 # How much of any one value a log line about a refused message may carry: its id,

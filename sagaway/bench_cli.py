@@ -192,6 +192,7 @@ def soak_cmd(
     require_bench_extra()
     from sagaway.bench.scrape import default_sources, parse_source
     from sagaway.bench.soak import SoakOptions, run_soak
+    from sagaway.services.order_app import order_app
     from sagaway.wiring import build_topology
 
     settings = Settings()
@@ -200,7 +201,8 @@ def soak_cmd(
         pids = named_pids(pid or ())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    topology = build_topology(settings)
+    # The soak drives the order application's API, whatever SAGAWAY_APP names.
+    topology = build_topology(settings, order_app)
     queues = [q.name for q in topology.queues]
     queues += [topology.dead_letter_queue(q) for q in queues]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -184,14 +184,11 @@ def worker(
     from sagaway.tracing import tracing
 
     settings = _settings(participant, app_spec)
-    names = application_or_exit(settings).participant_names
-    if participant not in names:
-        typer.echo(
-            f"error: the application has no participant {participant!r} "
-            f"(it has {', '.join(names)})",
-            err=True,
-        )
-        raise typer.Exit(2)
+    try:
+        application_or_exit(settings).participant(participant)
+    except KeyError as exc:
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(2) from exc
     with tracing(participant):
         run_component(run_worker(settings, participant))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,16 +15,23 @@ from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.coordinator import SagaCoordinator
 from sagaway.outbox.settings import Settings
 
-_ENGINES: dict[int, tuple[SagaApp, SagaCoordinator]] = {}
+# Built once per (application, settings): a coordinator compiles every definition's
+# state machine, which a request that starts a saga should not pay for.
+_COORDINATORS: dict[tuple[int, int], tuple[SagaApp, Settings, SagaCoordinator]] = {}
 
 
-def _engine(app: SagaApp, settings: Settings | None) -> SagaCoordinator:
-    if settings is not None:
-        return app.saga_coordinator(settings)
-    cached = _ENGINES.get(id(app))
-    if cached is None or cached[0] is not app:
-        cached = _ENGINES[id(app)] = (app, app.saga_coordinator(Settings()))
-    return cached[1]
+@cache
+def _environment() -> Settings:
+    """The ``SAGAWAY_*`` settings, read once per process."""
+    return Settings()
+
+
+def _coordinator(app: SagaApp, settings: Settings) -> SagaCoordinator:
+    key = (id(app), id(settings))
+    cached = _COORDINATORS.get(key)
+    if cached is None or cached[0] is not app or cached[1] is not settings:
+        cached = _COORDINATORS[key] = (app, settings, app.saga_coordinator(settings))
+    return cached[2]
 
 
 async def start_saga(
@@ -58,8 +66,9 @@ async def start_saga(
     Raises:
         ValueError: an unknown saga type, or data that is not JSON.
     """
+    settings = settings or _environment()
     if app is None:
-        app = load_application((settings or Settings()).app)
+        app = load_application(settings.app)
     if saga_type not in app.definitions:
         raise ValueError(
             f"application {app.name} has no saga {saga_type!r} "
@@ -70,7 +79,7 @@ async def start_saga(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"saga data must be JSON values: {exc}") from exc
     saga_id = saga_id or uuid.uuid4()
-    await _engine(app, settings).start(
+    await _coordinator(app, settings).start(
         session,
         saga_type=saga_type,
         saga_id=saga_id,

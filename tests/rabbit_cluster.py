@@ -23,7 +23,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,13 +237,6 @@ class RabbitCluster:
             "--quiet",
         )
         return [q for q in json.loads(out) if str(q["name"]).startswith(prefix)]
-
-    def leader_of(self, queues: Iterable[dict[str, Any]]) -> RabbitNode:
-        """The node that leads most of ``queues`` (as ``queues`` returned them)."""
-        counts: dict[str, int] = {}
-        for queue in queues:
-            counts[queue["leader"]] = counts.get(queue["leader"], 0) + 1
-        return self.node(max(counts, key=lambda name: counts[name]))
 
     async def wait_clustered(self) -> None:
         """Until every node runs and each sees all the others running."""

@@ -10,7 +10,9 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 EXAMPLE=$(cd "$(dirname "$0")" && pwd)
-PG_SERVER=${PG_SERVER:-postgresql+asyncpg://postgres@127.0.0.1:5432}
+# The server of SAGAWAY_DATABASE_URL if set (its database part is replaced), else local.
+PG_SERVER=${SAGAWAY_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/sagaway}
+PG_SERVER=${PG_SERVER%/*}
 RANDOM_ID=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/trips-outside-XXXXXX")
 

@@ -8,7 +8,7 @@ them exhaust the process's file descriptors and the API stops accepting anyone.
 This protocol gives each request head a deadline, counted from the moment the
 connection opens or, on a kept-alive connection, from the first byte of the next
 request; a head not complete by then closes the connection. The body has its own
-deadline, kept by ``services.orders.body_limit`` where a 408 can be answered.
+deadline, kept by ``services.api.body_limit`` where a 408 can be answered.
 
 Nor does uvicorn's httptools parser limit a head's size: it buffers a header however
 long, and a client sending one of 200 MB made the API's memory grow by twice that. A

@@ -49,7 +49,7 @@ async def _never_connect() -> None:
 _NOT_LISTENING = SagaEndWatcher(_never_connect)
 
 
-async def _engine(request: Request) -> SagaCoordinator:
+async def _coordinator(request: Request) -> SagaCoordinator:
     engine: SagaCoordinator = request.app.state.saga_coordinator
     return engine
 
@@ -72,7 +72,7 @@ ReadSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_read_sess
 """Autocommit sessions, for reads of one statement each (no BEGIN/ROLLBACK round trips),
 and for a handler that must not hold a connection for its whole request (a long poll)."""
 WatcherDep = Annotated[SagaEndWatcher, Depends(_watcher)]
-CoordinatorDep = Annotated[SagaCoordinator, Depends(_engine)]
+CoordinatorDep = Annotated[SagaCoordinator, Depends(_coordinator)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ApplicationDep = Annotated[SagaApp, Depends(_application)]
 

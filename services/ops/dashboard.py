@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sagaway.orchestrator.application import SagaApp
 from sagaway.orchestrator.coordinator import SagaCoordinator, SagaNotFound
 from sagaway.orchestrator.dsl import Action, Local, SagaDefinition
+from sagaway.orchestrator.history import HistoryRow
 from sagaway.orchestrator.queries import (
     FINISHED_STATUSES,
     SagaFilter,
@@ -27,7 +28,7 @@ from sagaway.orchestrator.queries import (
     finished_per_minute,
     search_sagas,
 )
-from sagaway.orchestrator.repository import HistoryRow, SagaRecord
+from sagaway.orchestrator.repository import SagaRecord
 from sagaway.orchestrator.state import Phase, SagaStatus
 from sagaway.outbox.amqp import Topology, connect
 from sagaway.outbox.dead_letters import peek

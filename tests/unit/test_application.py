@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pytest
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from sagaway import (
     LocalResult,
     Outcome,
     Participant,
+    Rejected,
     Reply,
     SagaApp,
     SagaContext,
@@ -122,6 +123,14 @@ def test_a_consistent_application_derives_queues_tables_and_messages() -> None:
         (lambda: SagaApp("a", sagas=[], participants=[]), "has no saga"),
         (lambda: SagaApp("Not Snake", sagas=[], participants=[]), "snake_case"),
         (lambda: Participant("orchestrator"), "reserved"),
+        (
+            lambda: SagaApp(
+                "a",
+                sagas=[_saga(_ping_step(participant="ops"))],
+                participants=[_participant("ops")],
+            ),
+            "are sagaway's own",
+        ),
     ],
 )
 def test_an_inconsistent_application_is_refused_when_built(build: Any, message: str) -> None:
@@ -155,11 +164,32 @@ def test_a_bad_app_spec_says_what_is_wrong(spec: str, message: str) -> None:
         load_application(spec)
 
 
-def test_every_command_refuses_an_app_it_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["up"],
+        ["api"],
+        ["relay"],
+        ["orchestrator"],
+        ["backend"],
+        ["worker", "inventory"],
+        ["migrate"],
+        ["seed"],
+        ["asyncapi"],
+        ["sagas", "list"],
+        ["sagas", "check-definitions"],
+        ["dead-letters"],
+        ["outbox", "dead"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_refuses_an_app_it_cannot_load(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # --app is handed to child processes through the environment: restore it after.
     monkeypatch.setenv("SAGAWAY_APP", DEFAULT_APP)
-    result = CliRunner().invoke(cli, ["worker", "inventory", "--app", "no_such_module_xyz:app"])
-    assert result.exit_code == 2
+    result = CliRunner().invoke(cli, [*command, "--app", "no_such_module_xyz:app"])
+    assert result.exit_code == 2, result.output
     assert "no module named 'no_such_module_xyz'" in result.output
 
 
@@ -182,3 +212,26 @@ async def test_start_saga_refuses_an_unknown_type_and_data_that_is_not_json(
         await start_saga(session, "trip_booking", {})
     with pytest.raises(ValueError, match="JSON values"):
         await start_saga(session, "order_fulfillment", {"when": object()}, app=order_app)
+
+
+def test_an_answer_without_a_reply_type_takes_the_declared_model_of_its_outcome() -> None:
+    class Pinged(BaseModel):
+        outcome: Literal["succeeded"]
+
+    class PingRefused(BaseModel):
+        outcome: Literal["rejected"]
+        reason: str
+
+    participant = Participant("declared")
+
+    async def handle(session: AsyncSession, cmd: Any, ctx: CommandContext) -> Reply:
+        return Rejected("no")
+
+    participant.add(Ping, handle, replies=(Pinged, PingRefused))
+    route = participant.routes["Ping"]
+
+    assert route.default_reply_type(Succeeded()) == "Pinged"
+    assert route.default_reply_type(Rejected("no")) == "PingRefused"
+    assert route.default_reply_type(Succeeded(reply_type="Pinged")) == "Pinged"
+    # Undeclared routes keep the generated names.
+    assert _participant().routes["Ping"].default_reply_type(Rejected("no")) == "PingRejected"
