@@ -11,7 +11,7 @@ names a command no participant handles fails at start, not at run time.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagaway.orchestrator import tables as orchestrator_tables
 from sagaway.orchestrator.coordinator import Clock, LocalHandler, Routing, SagaCoordinator
-from sagaway.orchestrator.dsl import Action, DefinitionError, Local, RetryPolicy, SagaDefinition
+from sagaway.orchestrator.dsl import DefinitionError, Local, RetryPolicy, SagaDefinition
 from sagaway.orchestrator.participants import (
     COMMAND_FAILED,
     ORCHESTRATOR,
@@ -151,7 +151,7 @@ class SagaApp:
             )
         problems: list[str] = []
         for saga in self.definitions.values():
-            for where, action in _actions(saga):
+            for where, action in saga.actions():
                 if isinstance(action, Local):
                     if action.handler not in self.local_steps:
                         problems.append(
@@ -301,12 +301,3 @@ def _unique(kind: str, named: list[tuple[str, Any]]) -> dict[str, Any]:
     if repeated:
         raise DefinitionError(f"{kind} names repeated: {repeated}")
     return dict(named)
-
-
-def _actions(saga: SagaDefinition) -> Iterator[tuple[str, Action | Local]]:
-    for step in saga.steps:
-        yield f"step {step.name}", step.action
-        if step.compensation is not None:
-            yield f"step {step.name} (compensation)", step.compensation
-    for index, action in enumerate(saga.on_compensated):
-        yield f"on_compensated[{index}]", action

@@ -110,8 +110,8 @@ class SagaCoordinator:
         missing = {
             a.handler
             for d in definitions.values()
-            for a in _locals_of(d)
-            if a.handler not in self._locals
+            for _, a in d.actions()
+            if isinstance(a, Local) and a.handler not in self._locals
         }
         if missing:
             raise ValueError(f"no local handler registered for {sorted(missing)}")
@@ -548,10 +548,3 @@ def _saga_span(name: str, record: SagaRecord, *, link_current: bool = False) -> 
         attributes={"saga_id": str(record.id), "saga_type": record.saga_type},
     ):
         yield
-
-
-def _locals_of(definition: SagaDefinition) -> list[Local]:
-    actions: list[Any] = [s.action for s in definition.steps]
-    actions += [s.compensation for s in definition.steps if s.compensation is not None]
-    actions += list(definition.on_compensated)
-    return [a for a in actions if isinstance(a, Local)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +179,16 @@ class SagaDefinition:
         # Frozen: the computed fields are set once, here.
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "fingerprint", shape_fingerprint(shape))
+
+    def actions(self) -> Iterator[tuple[str, Action | Local]]:
+        """Every action of the saga with where it stands (``step reserve (compensation)``,
+        ``on_compensated[0]``): steps in order, then what runs after a compensation."""
+        for step in self.steps:
+            yield f"step {step.name}", step.action
+            if step.compensation is not None:
+                yield f"step {step.name} (compensation)", step.compensation
+        for index, action in enumerate(self.on_compensated):
+            yield f"on_compensated[{index}]", action
 
     @property
     def pivot_index(self) -> int | None:

@@ -224,13 +224,20 @@ class SagaMachine:
             (self._entry(HistoryKind.SAGA_RESUMED, state),),
         )
 
-    def _on_abort(self, state: SagaState, event: AbortRequested) -> Transition:
+    def abort_refusal(self, state: SagaState) -> str | None:
+        """Why an operator's abort of the saga would be refused, or None if accepted."""
         if state.status is not SagaStatus.FAILED:
-            raise InvalidRequest(f"saga is {state.status}, only a FAILED saga can be aborted")
+            return f"saga is {state.status}, only a FAILED saga can be aborted"
         if self.passed_pivot(state):
-            raise InvalidRequest("saga has passed its pivot and can no longer be compensated")
+            return "saga has passed its pivot and can no longer be compensated"
         if state.phase is not Phase.FORWARD:
-            raise InvalidRequest("saga is already compensating; retry it instead")
+            return "saga is already compensating; retry it instead"
+        return None
+
+    def _on_abort(self, state: SagaState, event: AbortRequested) -> Transition:
+        refusal = self.abort_refusal(state)
+        if refusal is not None:
+            raise InvalidRequest(refusal)
         state = replace(state, rejection_reason="aborted", failure_reason="aborted")
         # The failed step is compensated too: an attempt that timed out may still have
         # taken effect, and compensations are idempotent (undoing nothing is a no-op

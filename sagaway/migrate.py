@@ -20,9 +20,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateColumn
 
 from sagaway.application_loader import load_application
 from sagaway.definition_report import report_definitions
+from sagaway.migrations.models import SCHEMAS
 from sagaway.orchestrator.application import SagaApp
 from sagaway.outbox.database import create_engine, ensure_database, session_factory
 from sagaway.outbox.settings import Settings, redact_url
@@ -93,17 +95,34 @@ def _upgrade(connection: Connection) -> None:
 
 
 def _participant_tables(connection: Connection, application: SagaApp) -> None:
-    """Create the outbox and inbox of every participant that has none yet, with the
-    trigger that wakes the relay for rows nobody claimed (what migrations 0004 and 0008
-    give sagaway's own). Tables that exist, sagaway's own included, are left as they
-    are: their history is their migrations'."""
+    """Give every participant whose schema sagaway's migrations do not manage its outbox
+    and inbox, with the trigger that wakes the relay for rows nobody claimed (what
+    migrations 0004 and 0008 give sagaway's own), and bring existing ones up to the
+    columns ``outbox_table``/``inbox_table`` declare today.
+
+    New columns of those tables are nullable (``inbox.digest`` was), so adding one to a
+    table full of rows is a catalog change; a release that needs more writes a
+    migration of its own.
+    """
+    managed = set(SCHEMAS)
     for participant in application.participants.values():
-        if inspect(connection).has_table("outbox", schema=participant.schema):
+        if participant.schema in managed:
             continue
-        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{participant.schema}"'))
-        participant.outbox.create(connection, checkfirst=True)
+        schema = participant.schema
+        if not inspect(connection).has_table("outbox", schema=schema):
+            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            participant.outbox.create(connection)
+            connection.execute(text(OUTBOX_NOTIFY_TRIGGER.format(schema=schema)))
         participant.inbox.create(connection, checkfirst=True)
-        connection.execute(text(OUTBOX_NOTIFY_TRIGGER.format(schema=participant.schema)))
+        for table in (participant.outbox, participant.inbox):
+            present = {c["name"] for c in inspect(connection).get_columns(table.name, schema)}
+            for column in table.columns:
+                if column.name not in present:
+                    spec = CreateColumn(column).compile(dialect=connection.dialect)
+                    connection.execute(
+                        text(f'ALTER TABLE "{schema}".{table.name} ADD COLUMN {spec}')
+                    )
+                    log.info("column added", table=f"{schema}.{table.name}", column=column.name)
 
 
 def application_alembic_config(application: SagaApp) -> Config:

@@ -19,13 +19,14 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from sagaway.bench.growth import Kind, SeriesSpec
+from sagaway.orchestrator.state import SagaStatus
 from sagaway.outbox.amqp import connect, message_count
 from sagaway.outbox.database import raw_connect
 
 _MIB = 1024 * 1024
-SAGA_STATUSES = ("RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED")
-"""Every saga status (orchestrator.state.SagaStatus), so that a status no saga has yet
-counts 0 instead of being absent."""
+SAGA_STATUSES = tuple(s.value for s in SagaStatus)
+"""Every saga status, so that a status no saga has yet counts 0 instead of being
+absent."""
 
 _TABLES = """
 SELECT n.nspname AS schema, c.relname AS name

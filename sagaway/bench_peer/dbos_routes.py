@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from sagaway.bench_peer.dbos_saga import COMPENSATED, COMPLETED, OrderSaga, SagaOutcome
+from sagaway.bench_peer.dbos_saga import COMPENSATED, COMPLETED, OrderSaga, PeerOutcome
 from sagaway.bench_peer.placing import (
     IdempotencyKeyReused,
     order_data,
@@ -50,7 +50,7 @@ TRACKED_SAGAS = 200_000
 UNTRACKED_POLL_S = 0.1
 
 # Makes the future of a started workflow's outcome, when the tracker wants one.
-OutcomeFactory = Callable[[], "asyncio.Future[SagaOutcome]"]
+OutcomeFactory = Callable[[], "asyncio.Future[PeerOutcome]"]
 
 
 class StockBody(BaseModel):
@@ -76,7 +76,7 @@ class SagaTracker:
 
     def __init__(self, *, limit: int = TRACKED_SAGAS) -> None:
         self._limit = limit
-        self._outcomes: OrderedDict[str, asyncio.Future[SagaOutcome]] = OrderedDict()
+        self._outcomes: OrderedDict[str, asyncio.Future[PeerOutcome]] = OrderedDict()
 
     def track(self, saga_id: str, outcome: OutcomeFactory) -> None:
         """Remember the workflow's outcome-to-be, unless it is already remembered."""
@@ -201,13 +201,13 @@ async def _untracked_status(saga_id: str, wait_s: float) -> tuple[str, str | Non
     status = await DBOS.get_workflow_status_async(saga_id)
     if status is None:
         return None
-    if status.status == "SUCCESS" and isinstance(status.output, SagaOutcome):
+    if status.status == "SUCCESS" and isinstance(status.output, PeerOutcome):
         return _from_outcome(status.output)
     if status.status in _DBOS_FAILED:
         return FAILED, None
     if wait_s <= 0:
         return RUNNING, None
-    handle: WorkflowHandleAsync[SagaOutcome] = await DBOS.retrieve_workflow_async(saga_id)
+    handle: WorkflowHandleAsync[PeerOutcome] = await DBOS.retrieve_workflow_async(saga_id)
     try:
         outcome = await asyncio.wait_for(
             handle.get_result(polling_interval_sec=UNTRACKED_POLL_S), timeout=wait_s
@@ -233,12 +233,12 @@ async def start_saga(saga: OrderSaga, order: OrderData) -> OutcomeFactory:
     return lambda: _sync_outcome(sync_handle)
 
 
-def _start_sync(saga: OrderSaga, order: OrderData) -> WorkflowHandle[SagaOutcome]:
+def _start_sync(saga: OrderSaga, order: OrderData) -> WorkflowHandle[PeerOutcome]:
     with SetWorkflowID(str(order.order_id)):
         return DBOS.start_workflow(saga.workflow, order)
 
 
-def _sync_outcome(handle: WorkflowHandle[SagaOutcome]) -> asyncio.Future[SagaOutcome]:
+def _sync_outcome(handle: WorkflowHandle[PeerOutcome]) -> asyncio.Future[PeerOutcome]:
     # A synchronous workflow started here runs on DBOS's executor, and its handle holds
     # that execution's future: waiting on it needs neither a thread nor a query.
     future = getattr(handle, "future", None)
@@ -247,7 +247,7 @@ def _sync_outcome(handle: WorkflowHandle[SagaOutcome]) -> asyncio.Future[SagaOut
     return asyncio.ensure_future(asyncio.to_thread(handle.get_result))
 
 
-def _from_outcome(outcome: SagaOutcome) -> tuple[str, str | None]:
+def _from_outcome(outcome: PeerOutcome) -> tuple[str, str | None]:
     if outcome.status in (COMPLETED, COMPENSATED):
         return outcome.status, outcome.reason
     return FAILED, outcome.reason

@@ -47,7 +47,7 @@ Rule = Callable[Concatenate[Session, P], R]
 
 
 @dataclass(frozen=True, slots=True)
-class SagaOutcome:
+class PeerOutcome:
     """The workflow's result: how the saga ended and, when rejected, why."""
 
     status: str
@@ -116,7 +116,7 @@ def _async_saga(step: Callable[[str, Rule[..., Any]], Any]) -> Callable[[OrderDa
     notify_customer = step("notify_customer", rules.notify_customer)
 
     @DBOS.workflow(name=WORKFLOW_NAME)
-    async def order_fulfillment(order: OrderData) -> SagaOutcome:
+    async def order_fulfillment(order: OrderData) -> PeerOutcome:
         reason = await reserve_inventory(order)
         if reason is None:
             reason = await authorize_payment(order)
@@ -126,10 +126,10 @@ def _async_saga(step: Callable[[str, Rule[..., Any]], Any]) -> Callable[[OrderDa
             # A business rejection: the completed steps were compensated in reverse order.
             await reject_order(order, reason)
             await notify_customer(order, rules.REJECTED_TEMPLATE, reason)
-            return SagaOutcome(COMPENSATED, reason)
+            return PeerOutcome(COMPENSATED, reason)
         await approve_order(order)  # the pivot: nothing is compensated after it
         await notify_customer(order, rules.APPROVED_TEMPLATE, None)
-        return SagaOutcome(COMPLETED)
+        return PeerOutcome(COMPLETED)
 
     return order_fulfillment
 
@@ -144,7 +144,7 @@ def _sync_saga(step: Callable[[str, Rule[..., Any]], Any]) -> Callable[[OrderDat
 
     # The same saga as _async_saga, step for step, without the awaits.
     @DBOS.workflow(name=WORKFLOW_NAME)
-    def order_fulfillment(order: OrderData) -> SagaOutcome:
+    def order_fulfillment(order: OrderData) -> PeerOutcome:
         reason = reserve_inventory(order)
         if reason is None:
             reason = authorize_payment(order)
@@ -153,10 +153,10 @@ def _sync_saga(step: Callable[[str, Rule[..., Any]], Any]) -> Callable[[OrderDat
         if reason is not None:
             reject_order(order, reason)
             notify_customer(order, rules.REJECTED_TEMPLATE, reason)
-            return SagaOutcome(COMPENSATED, reason)
+            return PeerOutcome(COMPENSATED, reason)
         approve_order(order)
         notify_customer(order, rules.APPROVED_TEMPLATE, None)
-        return SagaOutcome(COMPLETED)
+        return PeerOutcome(COMPLETED)
 
     return order_fulfillment
 

@@ -60,7 +60,7 @@ def build_asyncapi(settings: Settings, app: SagaApp) -> dict[str, Any]:
     topology = app.topology_for(settings)
     nodes = settings.amqp_nodes
     vhost = virtual_host(nodes[0])
-    commands = _commands_by_participant(app.definitions.values(), app)
+    commands = _commands_by_participant(app.definitions.values())
     replies = tuple(app.reply_models)
     # What each consumer's queue carries: a participant's commands, or every reply.
     carried = {p: commands.get(p, ()) for p in app.participant_names} | {ORCHESTRATOR: replies}
@@ -143,21 +143,17 @@ def _channel_messages(channel: str, names: Iterable[str]) -> list[dict[str, str]
 
 
 def _commands_by_participant(
-    definitions: Iterable[SagaDefinition], app: SagaApp
+    definitions: Iterable[SagaDefinition],
 ) -> dict[str, tuple[str, ...]]:
-    """Participant → the command types the saga definitions send it, in first-use order."""
+    """Participant → the command types the saga definitions send it, in first-use order
+    (the application checked when it was built that each has a model)."""
     found: dict[str, list[str]] = {}
     for definition in definitions:
-        actions = [a for s in definition.steps for a in (s.action, s.compensation)]
-        actions.extend(definition.on_compensated)
-        for action in actions:
+        for _, action in definition.actions():
             if isinstance(action, Action):
                 names = found.setdefault(action.participant, [])
                 if action.command not in names:
                     names.append(action.command)
-    unknown = {n for names in found.values() for n in names} - set(app.command_models)
-    if unknown:
-        raise ValueError(f"commands no participant registered: {sorted(unknown)}")
     return {participant: tuple(names) for participant, names in found.items()}
 
 

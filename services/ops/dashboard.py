@@ -29,7 +29,7 @@ from sagaway.orchestrator.queries import (
     search_sagas,
 )
 from sagaway.orchestrator.repository import SagaRecord
-from sagaway.orchestrator.state import Phase, SagaStatus
+from sagaway.orchestrator.state import SagaStatus
 from sagaway.outbox.amqp import Topology, connect
 from sagaway.outbox.dead_letters import peek
 from sagaway.outbox.errors import BrokerUnavailable
@@ -261,12 +261,8 @@ async def saga_story(
     blocked: str | None = None
     if refusal is not None:
         blocked = f"saga cannot run under its type's current definition: {refusal}"
-    elif state.status is not SagaStatus.FAILED:
-        blocked = f"saga is {state.status}, only a FAILED saga can be aborted"
-    elif machine is not None and machine.passed_pivot(state):
-        blocked = "saga has passed its pivot and can no longer be compensated"
-    elif state.phase is not Phase.FORWARD:
-        blocked = "saga is already compensating; retry it instead"
+    elif machine is not None:
+        blocked = machine.abort_refusal(state)
     definition = None if machine is None else machine.definition
     return SagaStory(
         record=record,

@@ -257,7 +257,14 @@ async def test_a_new_participant_gets_an_outbox_that_wakes_the_relay_as_sagaway_
     )
 
     await migrate(fresh_database, app)
-    await migrate(fresh_database, app)  # again: nothing changes, nothing fails
+    engine = create_engine(fresh_database.database_url, pool_size=1)
+    try:
+        # As if the inbox had been created by a release before its digest column.
+        async with engine.begin() as conn:
+            await conn.execute(text(f"ALTER TABLE {pinger.name}.inbox DROP COLUMN digest"))
+    finally:
+        await engine.dispose()
+    await migrate(fresh_database, app)  # again: only what is missing is added
 
     engine = create_engine(fresh_database.database_url, pool_size=1)
     try:
@@ -285,9 +292,21 @@ async def test_a_new_participant_gets_an_outbox_that_wakes_the_relay_as_sagaway_
                     )
                 ).scalars()
             )
+            inbox_columns = set(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT column_name FROM information_schema.columns "
+                            "WHERE table_schema = :s AND table_name = 'inbox'"
+                        ),
+                        {"s": pinger.name},
+                    )
+                ).scalars()
+            )
     finally:
         await engine.dispose()
     assert tables == {"outbox", "inbox"}
+    assert "digest" in inbox_columns
     # The same trigger as sagaway's own participants, schema aside (and theirs untouched).
     ours = triggers["inventory"].replace("inventory.", "SCHEMA.")
     assert triggers[pinger.name].replace(f"{pinger.name}.", "SCHEMA.") == ours
